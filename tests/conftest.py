@@ -1,0 +1,19 @@
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def planted():
+    """Small data from a known sparse dictionary, shared by the SAE and trainer tests."""
+    from vlmsae.synthetic import sparse_dictionary_data
+
+    return sparse_dictionary_data(n=4096, d=24, c=48, k=3, noise=0.01, seed=0)

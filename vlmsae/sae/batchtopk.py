@@ -1,0 +1,77 @@
+"""BatchTopK SAE (Bussmann et al. 2024), the paper's main model.
+
+Training keeps the k*B largest pre-codes of the whole batch (flattened), so an example may use
+more or fewer than k concepts while the batch averages exactly k. Inference cannot see a
+batch, so it keeps every pre-code above a threshold learned in training: the running
+(exponentially weighted, bias-corrected) mean of the smallest code kept in each training batch.
+The threshold lives in buffers, so a `state_dict` round trip reproduces outputs exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .auxk import AuxK
+from .base import SAE, LossOutput, selected_pre_codes, sparse_decode
+from .topk import auxk_config, check_k, finish_topk_loss
+
+
+class BatchTopKSAE(SAE):
+    def __init__(self, d: int, c: int, k: int, *, auxk: bool = True, auxk_coef: float = 1 / 32,
+                 k_aux: int | None = None, dead_after: int = 100_000, threshold_decay: float = 0.99):
+        check_k(k, c)
+        super().__init__(d, c, dead_after=dead_after)
+        self.k = int(k)
+        self.threshold_decay = float(threshold_decay)
+        self.auxk = AuxK(d, c, k, coef=auxk_coef, k_aux=k_aux) if auxk else None
+        # threshold = threshold_sum / threshold_weight (bias-corrected exponential average).
+        self.register_buffer("threshold_sum", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("threshold_weight", torch.zeros((), dtype=torch.float32))
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.threshold_sum / self.threshold_weight.clamp_min(1e-12)
+
+    def project(self, pre_codes: torch.Tensor) -> torch.Tensor:
+        """Inference: keep pre-codes above the learned threshold.
+
+        Before any training step there is no threshold yet; then each example keeps its own
+        top k, so an untrained SAE still has exactly k codes per example.
+        """
+        if not self.threshold_weight > 0:
+            values, indices = pre_codes.topk(self.k, dim=-1, sorted=False)
+            return torch.zeros_like(pre_codes).scatter_(-1, indices, F.relu(values))
+        return pre_codes * (pre_codes > self.threshold.to(pre_codes.dtype))
+
+    def training_loss(self, x: torch.Tensor) -> LossOutput:
+        batch = x.shape[0]
+        x_centered = x - self.b_dec
+        with torch.no_grad():
+            dense_pre = F.linear(x_centered, self.W_enc, self.b_enc)
+            kept, flat = F.relu(dense_pre).flatten().topk(self.k * batch, sorted=False)
+            rows, cols = flat // self.c, flat % self.c
+            # embedding_bag wants each example's codes together: order by row, mark where rows start.
+            order = rows.argsort()
+            rows, cols = rows[order], cols[order]
+            offsets = torch.searchsorted(rows, torch.arange(batch, device=x.device))
+            self._update_threshold(kept)
+        values = F.relu(selected_pre_codes(x_centered, self.W_enc, self.b_enc, rows, cols))
+        x_hat = sparse_decode(cols, values, self.W_dec, offsets) + self.b_dec
+        self.record_firing(cols, values.detach(), batch)
+        return finish_topk_loss(self, x, x_centered, x_hat, values, dense_pre)
+
+    @torch.no_grad()
+    def _update_threshold(self, kept: torch.Tensor) -> None:
+        positive = kept.masked_fill(kept <= 0, float("inf"))
+        smallest = positive.min()
+        has_positive = torch.isfinite(smallest)
+        decay = self.threshold_decay
+        self.threshold_sum.copy_(torch.where(has_positive, decay * self.threshold_sum + (1 - decay) * smallest, self.threshold_sum))
+        self.threshold_weight.copy_(torch.where(has_positive, decay * self.threshold_weight + (1 - decay), self.threshold_weight))
+
+    def config(self) -> dict:
+        return {**super().config(), "k": self.k, "threshold_decay": self.threshold_decay, **auxk_config(self.auxk)}
+
+    def summary(self) -> dict:
+        return {"threshold": float(self.threshold)}
