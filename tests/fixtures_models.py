@@ -44,8 +44,8 @@ def build_tokenizer(model_input_names=("input_ids", "attention_mask")):
     tok.post_processor = processors.TemplateProcessing(
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", bos), ("[EOS]", eos)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   bos_token="[BOS]", eos_token="[EOS]", model_max_length=TEXT_LEN)
-    fast.model_input_names = list(model_input_names)
+                                   bos_token="[BOS]", eos_token="[EOS]", model_max_length=TEXT_LEN,
+                                   model_input_names=list(model_input_names))
     return fast
 
 
@@ -84,7 +84,11 @@ def build_hf(kind: str, folder: Path, seed: int = 0) -> str:
         processor = tf.SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                             image_mean=[0.5] * 3, image_std=[0.5] * 3)
     elif kind == "siglip2":
-        tokenizer = build_tokenizer()
+        # transformers maps siglip2 folders to its Gemma-style Siglip2Tokenizer whatever was saved:
+        # build that class, over characters (BPE without merges)
+        chars = "\u2581abcdefghijklmnopqrstuvwxyz"
+        vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", *chars])}
+        tokenizer = tf.Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=TEXT_LEN)
         n_patches = (IMAGE_SIZE // PATCH) ** 2
         config = tf.Siglip2Config(text_config=_text_cfg(tokenizer), vision_config=_vision_cfg(num_patches=n_patches))
         model = tf.Siglip2Model(config)
@@ -116,6 +120,7 @@ def register_tiny_open_clip(folder: Path) -> str:
                "text_cfg": {"context_length": TEXT_LEN, "vocab_size": 49408, "width": WIDTH, "heads": 2,
                             "layers": 2}}
         path = Path(folder) / f"{TOY_ARCH}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cfg))
         open_clip.add_model_config(path)
     return TOY_ARCH
@@ -133,3 +138,27 @@ def build_open_clip(folder: Path, seed: int = 0) -> str:
     path = folder / "tiny_open_clip.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return f"open_clip:{arch}/{path}"
+
+
+def write_pair_folder(folder: Path, n: int, captions_per_image: int = 2, seed: int = 0,
+                      missing: tuple[int, ...] = (), corrupt: tuple[int, ...] = ()) -> Path:
+    """Images ``img_<i>.png`` and a ``pairs.jsonl`` index (one row per caption) in ``folder``.
+
+    Items in ``missing`` are listed but have no file; items in ``corrupt`` hold bytes that are
+    not an image. Returns the index path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, captions = random_images(n, seed), random_captions(n * captions_per_image, seed)
+    rows = []
+    for i, image in enumerate(images):
+        name = f"img_{i}.png"
+        if i in corrupt:
+            (folder / name).write_bytes(b"this is not a png")
+        elif i not in missing:
+            image.save(folder / name)
+        rows += [{"image": name, "caption": captions[i * captions_per_image + j], "id": f"item{i}"}
+                 for j in range(captions_per_image)]
+    index = folder / "pairs.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return index
