@@ -132,6 +132,7 @@ def build_open_clip(folder: Path, seed: int = 0) -> str:
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     arch = register_tiny_open_clip(folder)
     torch.manual_seed(seed)
     model = open_clip.create_model(arch)
