@@ -64,13 +64,20 @@ MEAN, STD = [0.48, 0.46, 0.41], [0.27, 0.26, 0.28]
 
 
 def build_hf(kind: str, folder: Path, seed: int = 0) -> str:
-    """Save a tiny random ``kind`` model (clip, siglip, siglip2, aimv2) with tokenizer and
-    image processor to ``folder``; return its registry name ``hf:<folder>``."""
+    """Save a tiny random ``kind`` model (clip, siglip, siglip2, aimv2, or clip-base: the
+    ViT-B/32 sizes of openai/clip-vit-base-patch32) with tokenizer and image processor to
+    ``folder``; return its registry name ``hf:<folder>``."""
     import transformers as tf
 
     torch.manual_seed(seed)
     folder = Path(folder)
-    if kind == "clip":
+    if kind == "clip-base":
+        tokenizer = build_tokenizer()
+        text = dict(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                    bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
+        model = tf.CLIPModel(tf.CLIPConfig(text_config=text))  # library defaults are the ViT-B/32 sizes
+        processor = tf.CLIPImageProcessor(size={"shortest_edge": 224}, crop_size=224, image_mean=MEAN, image_std=STD)
+    elif kind == "clip":
         tokenizer = build_tokenizer()
         config = tf.CLIPConfig(text_config=_text_cfg(tokenizer), vision_config=_vision_cfg(image_size=IMAGE_SIZE),
                                projection_dim=24)

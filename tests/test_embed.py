@@ -17,7 +17,7 @@ import pytest
 
 import fixtures_models as fm
 from vlmsae import data, models
-from vlmsae.embed import EmbeddingSet, extract, get_or_extract
+from vlmsae.embed import EmbeddingSet, extract, get_or_extract, main
 
 TESTS = Path(__file__).parent
 N, CAPS = 7, 2
@@ -202,3 +202,10 @@ def test_mixture_holds_the_ratio(reference):
         reference.mixture("1:1", n=15)
     with pytest.raises(ValueError, match="ratio"):
         reference.mixture("one to three")
+
+
+def test_command_line_extraction(tiny, reference, tmp_path, capsys):
+    main([tiny["name"], f"folder:{tiny['index']}", "--out", str(tmp_path / "cli"), "--batch-size", "2",
+          "--shard-size", "3", "--device", "cpu"])
+    assert "images=7, texts=14" in capsys.readouterr().out
+    assert _bits(EmbeddingSet.open(tmp_path / "cli", verify=True)) == _bits(reference)

@@ -268,20 +268,17 @@ class _Steps:
         self.model = model
         self.split = all(hasattr(model, a) for a in ("preprocess_images", "tokenize", "embed_image_inputs",
                                                      "embed_text_inputs"))
+        # page-locked batches only pay off when they are copied to a GPU
+        self.pin = self.split and torch.device(getattr(model, "device", "cpu")).type == "cuda"
+
+    def _ready(self, inputs):
+        return {key: value.pin_memory() for key, value in inputs.items()} if self.pin else inputs
 
     def prepare_images(self, images):
-        if not self.split:
-            return images
-        from vlmsae.models.base import pin
-
-        return pin(self.model.preprocess_images(images))
+        return self._ready(self.model.preprocess_images(images)) if self.split else images
 
     def prepare_texts(self, texts):
-        if not self.split:
-            return texts
-        from vlmsae.models.base import pin
-
-        return pin(self.model.tokenize(texts))
+        return self._ready(self.model.tokenize(texts)) if self.split else texts
 
     def images(self, prepared) -> torch.Tensor:
         return self.model.embed_image_inputs(prepared) if self.split else self.model.encode_images(prepared)

@@ -42,25 +42,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def slice_inputs(inputs: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
-    """Rows ``start:stop`` of every tensor of a model-input dict (batch on dim 0)."""
-    return {key: value[start:stop] for key, value in inputs.items()}
-
-
-def batch_length(inputs: Mapping[str, torch.Tensor]) -> int:
-    return len(next(iter(inputs.values())))
-
-
 def to_device(inputs: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     # non_blocking: a pinned CPU batch is copied while the previous forward still runs
     return {key: value.to(device, non_blocking=True) for key, value in inputs.items()}
-
-
-def pin(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Page-locked copies when CUDA is present (faster, asynchronous host-to-device copies)."""
-    if not torch.cuda.is_available():
-        return dict(inputs)
-    return {key: value.pin_memory() for key, value in inputs.items()}
 
 
 class EmbeddingModel:
