@@ -42,7 +42,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -373,7 +373,6 @@ class _Timer:
     write_s: float = 0.0
     items: int = 0
     embeddings: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _embed_shard(chunks, steps: _Steps, normalize: bool, errors: ErrorLog, on_error: str, timer: _Timer,

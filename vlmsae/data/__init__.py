@@ -74,11 +74,12 @@ def load(name_or_path, **kwargs):
 
 def describe(source) -> dict:
     """A JSON-able description of a source for manifests and cache keys: its ``config`` when it
-    has one, else its type, repr and length."""
+    has one, else only its type and length (a repr may hold memory addresses, which would make
+    every run look like new data); give custom sources a ``config`` dict to tell them apart."""
     config = getattr(source, "config", None)
     if isinstance(config, dict):
         return dict(config)
-    return {"source": type(source).__name__, "repr": repr(source), "n": len(source)}
+    return {"source": type(source).__name__, "n": len(source)}
 
 
 __all__ = ["ON_ERROR", "DataNotFoundError", "ErrorLog", "PairSource", "UnreadableImageError", "describe", "load"]

@@ -69,6 +69,10 @@ class EmbeddingModel:
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
+    def probe_dim(self) -> int:
+        """The shared dimension, read off one tiny text forward (works for every tower layout)."""
+        return int(self.embed_text_inputs(self.tokenize(["a"])).shape[-1])
+
     def _run(self, forward, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         dtype = autocast_dtype(self.device, self.precision)
         cast = (torch.autocast(self.device.type, dtype=dtype) if dtype is not None

@@ -57,11 +57,7 @@ class HFModel(EmbeddingModel):
         if model_type == "siglip2":
             self._image_kwargs = {"max_num_patches": int(image_processor.max_num_patches),
                                   "patch_size": int(image_processor.patch_size)}
-        self.dim = int(self._probe_dim())
-
-    def _probe_dim(self) -> int:
-        # the shared dimension is the projection's output size; one tiny text forward reads it
-        return self.embed_text_inputs(self.tokenize(["a"])).shape[-1]
+        self.dim = self.probe_dim()
 
     def preprocess_images(self, images: list) -> dict[str, torch.Tensor]:
         out = self.image_processor([im.convert("RGB") for im in images], return_tensors="pt", **self._image_kwargs)

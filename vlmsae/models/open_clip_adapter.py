@@ -26,7 +26,7 @@ class OpenClipModel(EmbeddingModel):
     def __init__(self, model, preprocess, tokenizer, name: str, device: torch.device, precision: str = "auto"):
         self.model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
         self.name, self.device, self.precision = name, device, precision
-        self.dim = int(_output_dim(model))
+        self.dim = self.probe_dim()
 
     def preprocess_images(self, images: list) -> dict[str, torch.Tensor]:
         return {"pixel_values": torch.stack([self._preprocess(im.convert("RGB")) for im in images])}
@@ -39,15 +39,6 @@ class OpenClipModel(EmbeddingModel):
 
     def _forward_texts(self, inputs):
         return self.model.encode_text(inputs["input_ids"])
-
-
-def _output_dim(model) -> int:
-    # the text projection's output size is the shared dimension (CLIP and CustomTextCLIP alike)
-    with torch.inference_mode():
-        size = model.visual.image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        probe = torch.zeros(1, 3, *size, device=next(model.parameters()).device)
-        return model.encode_image(probe).shape[-1]
 
 
 def resolve_checkpoint(arch: str, pretrained: str, cache_dir: str | None = None) -> tuple[str, dict]:
