@@ -209,3 +209,13 @@ def test_command_line_extraction(tiny, reference, tmp_path, capsys):
           "--shard-size", "3", "--device", "cpu"])
     assert "images=7, texts=14" in capsys.readouterr().out
     assert _bits(EmbeddingSet.open(tmp_path / "cli", verify=True)) == _bits(reference)
+
+
+def test_shapes_default_world_through_the_cache(tiny, tmp_path):
+    result = get_or_extract(tiny["name"], "shapes", cache_root=tmp_path, data_kwargs={"n": 12, "seed": 0},
+                            batch_size=5, shard_size=8, progress=False)
+    shapes = data.load("shapes", n=12, seed=0)
+    assert result.data == shapes.config and result.ids == list(range(12))
+    assert result.captions == [c for i in range(12) for c in shapes[i][1]]
+    want = tiny["model"].encode_images([shapes[i][0] for i in range(12)]).numpy()
+    np.testing.assert_allclose(result.image, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
