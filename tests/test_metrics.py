@@ -306,3 +306,15 @@ def test_bridge_rejects_bad_input():
     D_bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
         metrics.bridge_matrix(Z, Z, D_bad)
+
+
+def test_bridge_split_over_threads_equals_one_block(monkeypatch):
+    rng = np.random.default_rng(13)
+    n, c = 90, 12
+    Z_img, Z_txt = sparse_codes(rng, n, c, 3), sparse_codes(rng, n, c, 2)
+    D = rng.normal(size=(c, 4))
+    expected = loop_bridge(Z_img, Z_txt, D)
+    monkeypatch.setattr(metrics, "MIN_ROWS_PER_THREAD", 20)  # 90 rows -> several row blocks
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    for codes in ((Z_img, Z_txt), (torch.tensor(Z_img).to_sparse_csr(), torch.tensor(Z_txt).to_sparse_coo())):
+        np.testing.assert_allclose(metrics.bridge_matrix(*codes, D), expected, rtol=1e-10, atol=1e-14)

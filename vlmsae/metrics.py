@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from scipy.optimize import linear_sum_assignment
 DEFAULT_BATCH_ROWS = 65_536
 # Elements (rows x concepts) sorted at once by `modality_classifier_accuracy`.
 SORT_BLOCK_ELEMENTS = 1 << 24
+# Below this many rows per thread the bridge product runs in one thread.
+MIN_ROWS_PER_THREAD = 4096
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -421,26 +424,60 @@ def bridge_matrix(Z_img, Z_txt=None, D=None, *, batch_rows: int = DEFAULT_BATCH_
         rows += z_img.shape[0]
     if total is None or rows == 0:
         raise ValueError("bridge_matrix got no pairs: Z_img and Z_txt are empty")
-    D = as_matrix(D, "D", device=total.device).double()
+    D = as_matrix(D, "D", device=total.device)
     if D.shape[0] != total.shape[0]:
         raise ValueError(f"D has {D.shape[0]} rows but the codes have {total.shape[0]} concepts: wrong dictionary")
-    return _to_numpy(total / rows * (D @ D.T))
+    return _to_numpy(total / rows * (D @ D.T).double())  # D D^T in D's own precision
 
 
 def _sparse_cross_product(z_img: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
-    """Z_img^T Z_txt (c, c) in float64 from CSR forms of both batches (dense or sparse inputs)."""
+    """Z_img^T Z_txt (c, c) in float64 from sparse forms of both batches (dense or sparse inputs).
+
+    On CPU the rows are split into one block per intra-op thread, each block's product runs in
+    its own Python thread (torch's sparse kernels are single-threaded and release the GIL), and
+    the blocks' (c, c) results are summed.
+    """
     dtype = torch.promote_types(z_img.dtype, z_txt.dtype)
-    image_by_concept = _to_csr(z_img.to(dtype).t() if z_img.layout == torch.strided else z_img.to(dtype).to_sparse_coo().t())
-    text_by_row = _to_csr(z_txt.to(dtype))
-    return torch.sparse.mm(image_by_concept, text_by_row).to_dense().double()
-
-
-def _to_csr(x: torch.Tensor) -> torch.Tensor:
-    if x.layout == torch.sparse_csr:
-        return x
-    with warnings.catch_warnings():  # torch flags CSR as beta; the product here is tested
+    with warnings.catch_warnings():  # torch flags CSR/CSC as beta; this product is tested
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return x.to_sparse_csr()
+        z_img, z_txt = _csr_or_dense(z_img.to(dtype)), _csr_or_dense(z_txt.to(dtype))
+        threads = torch.get_num_threads() if z_img.device.type == "cpu" else 1
+        rows = z_img.shape[0]
+        if threads < 2 or rows < 2 * MIN_ROWS_PER_THREAD:
+            return _block_cross_product(z_img, z_txt)
+        bounds = torch.linspace(0, rows, min(threads, rows // MIN_ROWS_PER_THREAD) + 1).long().tolist()
+        blocks = [(_row_block(z_img, lo, hi), _row_block(z_txt, lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        with ThreadPoolExecutor(len(blocks)) as pool:
+            return sum(pool.map(lambda pair: _block_cross_product(*pair), blocks))
+
+
+def _block_cross_product(z_img: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        # Z^T in CSR is Z in CSC with the roles of the index arrays swapped: no transposing copy.
+        by_column = z_img.to_sparse_csc()
+        image_by_concept = torch.sparse_csr_tensor(
+            by_column.ccol_indices(), by_column.row_indices(), by_column.values(), (z_img.shape[1], z_img.shape[0]),
+            check_invariants=False,
+        )
+        text_by_row = z_txt if z_txt.layout == torch.sparse_csr else z_txt.to_sparse_csr()
+        return torch.sparse.mm(image_by_concept, text_by_row).to_dense().double()
+
+
+def _csr_or_dense(z: torch.Tensor) -> torch.Tensor:
+    return z.to_sparse_csr() if z.layout not in (torch.strided, torch.sparse_csr) else z
+
+
+def _row_block(z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Rows lo..hi-1 of a dense or CSR matrix (torch cannot slice CSR rows itself)."""
+    if z.layout == torch.strided:
+        return z[lo:hi]
+    crow = z.crow_indices()
+    start, stop = int(crow[lo]), int(crow[hi])
+    return torch.sparse_csr_tensor(
+        crow[lo : hi + 1] - start, z.col_indices()[start:stop], z.values()[start:stop], (hi - lo, z.shape[1]),
+        check_invariants=False,
+    )
 
 
 def top_bridges(B, n: int, *, include_diagonal: bool = False) -> list[tuple[int, int, float]]:
