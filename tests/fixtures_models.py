@@ -30,7 +30,7 @@ def random_captions(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 9)))) for _ in range(n)]
 
 
-def build_tokenizer(model_input_names=("input_ids", "attention_mask")):
+def build_tokenizer():
     """A word-level tokenizer trained with ``tokenizers``: [BOS] words [EOS], [PAD] for padding."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -45,8 +45,25 @@ def build_tokenizer(model_input_names=("input_ids", "attention_mask")):
         single="[BOS] $A [EOS]", special_tokens=[("[BOS]", bos), ("[EOS]", eos)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
                                    bos_token="[BOS]", eos_token="[EOS]", model_max_length=TEXT_LEN,
-                                   model_input_names=list(model_input_names))
+                                   model_input_names=["input_ids", "attention_mask"])
     return fast
+
+
+def build_sentencepiece_tokenizer(folder: Path):
+    """transformers' SiglipTokenizer over a tiny sentencepiece model trained here (pad = eos =
+    ``</s>``, as in SigLIP)."""
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "spm_corpus.txt"
+    corpus.write_text("\n".join(random_captions(200, seed=0)))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=50,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   eos_piece="</s>", unk_piece="<unk>", minloglevel=2)
+    corpus.unlink()
+    return SiglipTokenizer(vocab_file=str(folder / "spm.model"), model_max_length=TEXT_LEN)
 
 
 def _text_cfg(tokenizer) -> dict:
@@ -85,7 +102,7 @@ def build_hf(kind: str, folder: Path, seed: int = 0) -> str:
         processor = tf.CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size=IMAGE_SIZE,
                                           image_mean=MEAN, image_std=STD)
     elif kind == "siglip":
-        tokenizer = build_tokenizer(model_input_names=("input_ids",))
+        tokenizer = build_sentencepiece_tokenizer(folder)  # SigLIP's own tokenizer class
         config = tf.SiglipConfig(text_config=_text_cfg(tokenizer), vision_config=_vision_cfg(image_size=IMAGE_SIZE))
         model = tf.SiglipModel(config)
         processor = tf.SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},

@@ -61,12 +61,12 @@ def _patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(n, (h // patch) * (w // patch), patch * patch * c)
 
 
-def _word_ids(texts, pad_to=None):
-    """Token ids of the fixture tokenizer written out: [BOS] lower-case words [EOS], [PAD] after."""
-    tok = fm.build_tokenizer()
-    vocab = tok.get_vocab()
+def _word_ids(texts):
+    """Token ids of the fixture word tokenizer written out: [BOS] lower-case words [EOS], then
+    [PAD] up to the longest text, and the matching attention mask."""
+    vocab = fm.build_tokenizer().get_vocab()
     rows = [[vocab["[BOS]"], *[vocab[w] for w in t.lower().split()], vocab["[EOS]"]] for t in texts]
-    length = pad_to or max(map(len, rows))
+    length = max(map(len, rows))
     ids = torch.tensor([r + [vocab["[PAD]"]] * (length - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows])
     return ids, mask
@@ -83,14 +83,14 @@ def direct_hf(kind: str, folder: str, images, texts):
     if kind in ("clip", "aimv2"):
         ids, mask = _word_ids(texts)
         kwargs = {"input_ids": ids, "attention_mask": mask, "pixel_values": _pixels(images, fm.MEAN, fm.STD)}
-    elif kind == "siglip":
-        ids, _ = _word_ids(texts, pad_to=fm.TEXT_LEN)
-        kwargs = {"input_ids": ids, "pixel_values": _pixels(images, [0.5] * 3, [0.5] * 3)}
     else:
-        # SigLIP2's tokenizer is transformers' own Gemma-style class (see fixtures_models.build_hf)
+        # SigLIP's and SigLIP2's tokenizers are transformers' own classes (see fixtures_models.build_hf)
         tokens = tf.AutoTokenizer.from_pretrained(folder)(texts, padding="max_length", max_length=fm.TEXT_LEN,
                                                           truncation=True, return_tensors="pt")
         ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    if kind == "siglip":
+        kwargs = {"input_ids": ids, "pixel_values": _pixels(images, [0.5] * 3, [0.5] * 3)}  # no text mask
+    elif kind == "siglip2":
         side = fm.IMAGE_SIZE // fm.PATCH
         kwargs = {"input_ids": ids, "attention_mask": mask,
                   "pixel_values": _patches(_pixels(images, [0.5] * 3, [0.5] * 3), fm.PATCH),

@@ -9,7 +9,8 @@ Preprocessing uses the saved image processor and tokenizer directly, not the com
 ``max_length`` by its class defaults (256, 16, 64), so the saved values are passed explicitly.
 SigLIP-family text towers pool the *last* position, so their texts are padded to the fixed
 length they were trained with (``padding="max_length"``, the text config's
-``max_position_embeddings``); CLIP and AIMv2 pool the EOS token and pad to the longest text.
+``max_position_embeddings``), and SigLIP gets no text attention mask (it was trained without
+one); CLIP and AIMv2 pool the EOS token and pad to the longest text.
 
 AIMv2's text tower is causal, but transformers builds its causal mask only when the batch has
 padding (an all-ones mask is dropped and its attention is not flagged causal), so a batch of
@@ -29,12 +30,14 @@ import torch
 from .base import EmbeddingModel, hf_cache_dir, hub_offline
 from .errors import ModelNotFoundError
 
-#: config.model_type -> (transformers model class name, text padding of the family)
+#: config.model_type -> (transformers model class, text padding, text inputs passed to the model)
 FAMILIES = {
-    "clip": ("CLIPModel", "longest"),
-    "siglip": ("SiglipModel", "max_length"),
-    "siglip2": ("Siglip2Model", "max_length"),
-    "aimv2": ("Aimv2Model", "longest"),
+    "clip": ("CLIPModel", "longest", ("input_ids", "attention_mask")),
+    # SigLIP was trained attending to its padding (no text mask), as transformers < 5 called it;
+    # transformers >= 5 tokenizers return a mask, which would change the pooled last position
+    "siglip": ("SiglipModel", "max_length", ("input_ids",)),
+    "siglip2": ("Siglip2Model", "max_length", ("input_ids", "attention_mask")),
+    "aimv2": ("Aimv2Model", "longest", ("input_ids", "attention_mask")),
 }
 
 
@@ -49,7 +52,7 @@ class HFModel(EmbeddingModel):
         self.name, self.device, self.precision = name, device, precision
         model_type = model.config.model_type
         self.family = model_type
-        padding = FAMILIES[model_type][1]
+        _, padding, self._text_inputs = FAMILIES[model_type]
         text_length = int(model.config.text_config.max_position_embeddings)
         self._text_kwargs = {"padding": "max_length" if padding == "max_length" else True,
                              "truncation": True, "max_length": text_length}
@@ -64,10 +67,8 @@ class HFModel(EmbeddingModel):
         return {key: value for key, value in out.items() if isinstance(value, torch.Tensor)}
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        # the tokenizer's own model_input_names decide the mask: SigLIP's returns input_ids only,
-        # since SigLIP was trained attending to the padded positions
         out = self.tokenizer(list(texts), return_tensors="pt", **self._text_kwargs)
-        return {key: out[key] for key in ("input_ids", "attention_mask") if key in out}
+        return {key: out[key] for key in self._text_inputs if key in out}
 
     def _forward_images(self, inputs):
         return _features(self.model.get_image_features(**inputs))
