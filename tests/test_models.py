@@ -4,6 +4,7 @@ unknown names and missing weights raise the named errors, without touching the n
 
 from __future__ import annotations
 
+import os
 import socket
 
 import numpy as np
@@ -230,3 +231,15 @@ def test_unsupported_transformers_model_type(tmp_path):
     tf.BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model_type 'bert'.*clip, siglip, siglip2, aimv2"):
         models.load(f"hf:{tmp_path}")
+
+
+def test_local_paths_resolve_to_one_absolute_name(tiny_models, monkeypatch):
+    folder = tiny_models["clip"].removeprefix("hf:")
+    monkeypatch.chdir(os.path.dirname(folder))
+    relative = f"hf:{os.path.basename(folder)}"
+    assert models.resolve(relative) == f"hf:{os.path.realpath(folder)}" == models.load(relative).name
+    arch, _, checkpoint = tiny_models["open_clip"].removeprefix("open_clip:").partition("/")
+    monkeypatch.chdir(os.path.dirname(checkpoint))
+    relative = f"open_clip:{arch}/{os.path.basename(checkpoint)}"
+    assert models.resolve(relative) == f"open_clip:{arch}/{os.path.realpath(checkpoint)}" == models.load(relative).name
+    assert models.resolve("hf:org/not-here") == "hf:org/not-here"  # hub ids stay as they are

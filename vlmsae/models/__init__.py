@@ -13,6 +13,8 @@ missing file raises ``ModelNotFoundError`` saying where we looked and how to fet
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .base import EmbeddingModel
 from .errors import ModelNotFoundError, UnknownModelError
 
@@ -51,14 +53,22 @@ def known_names() -> list[str]:
 
 
 def resolve(name: str) -> str:
-    """The canonical name of ``name`` (aliases expanded), checked against the known forms."""
+    """The canonical name of ``name``, checked against the known forms: aliases expanded and local
+    paths made absolute, so that one name means one model wherever it is asked from (it keys the
+    embedding cache). Nothing is loaded."""
     if not isinstance(name, str) or not name:
         raise UnknownModelError(repr(name), known_names())
     name = ALIASES.get(name, name)
     backend, sep, spec = name.partition(":")
-    if name == "toyclip" or (sep and backend in _BACKENDS and spec):
+    if name == "toyclip":
         return name
-    raise UnknownModelError(name, known_names())
+    if not (sep and backend in _BACKENDS and spec):
+        raise UnknownModelError(name, known_names())
+    head, slash, path = spec.partition("/") if backend == "open_clip" else ("", "", spec)
+    local = Path(path).expanduser()
+    if path and (local.is_dir() if backend == "hf" else local.is_file()):
+        return f"{backend}:{head}{slash}{local.resolve()}"
+    return name
 
 
 def load(name: str, device="cpu", **kwargs) -> EmbeddingModel:

@@ -82,9 +82,9 @@ def load_hf(spec: str, device: str | torch.device = "cpu", precision: str = "aut
     """Load a CLIP / SigLIP / SigLIP2 / AIMv2 checkpoint from a local folder or the local HF cache."""
     import transformers
 
-    name = f"hf:{spec}"
     local = Path(spec).expanduser()
     is_dir = local.is_dir()
+    name = f"hf:{local.resolve() if is_dir else spec}"  # absolute: the name keys the embedding cache
     where = [str(local)] if is_dir else [f"{hf_cache_dir(cache_dir)} (repo {spec})"]
     fetch = (f"huggingface-cli download {spec}" if not is_dir else
              "save the model, tokenizer and image processor there with save_pretrained(...)")

@@ -52,7 +52,7 @@ def resolve_checkpoint(arch: str, pretrained: str, cache_dir: str | None = None)
     name = f"open_clip:{arch}/{pretrained}"
     tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not tag_cfg:
-        path = Path(pretrained).expanduser()
+        path = Path(pretrained).expanduser().resolve()
         if path.is_file():
             return str(path), {}
         if os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES):
@@ -106,7 +106,8 @@ def load_open_clip(spec: str, device: str | torch.device = "cpu", precision: str
     overrides = {key_out: tag_cfg[key_in] for key_in, key_out in
                  [("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
                   ("resize_mode", "image_resize_mode")] if key_in in tag_cfg}
-    name = f"open_clip:{arch}/{pretrained}"
+    # a checkpoint path is named absolutely: the name keys the embedding cache
+    name = f"open_clip:{arch}/{checkpoint if not tag_cfg else pretrained}"
     try:
         with hub_offline():
             model, _, preprocess = open_clip.create_model_and_transforms(
