@@ -536,6 +536,11 @@ def extract(model, data, out_dir: str | os.PathLike, batch_size: int = 64, norma
     loader = threading.Thread(target=_loader, args=(data, ranges, steps, batch_size, workers, chunks, stop),
                               daemon=True, name="vlmsae-loader")
     start_all = time.perf_counter()
+    if todo:
+        try:  # lazy sources (shapes renders all on first access) set up once here, not once per thread
+            data[ranges[0][0]]
+        except UnreadableImageError:
+            pass  # met again, and handled, by the loader
     bar = tqdm(total=n_items, initial=done_items, unit="item", desc="extract", disable=not progress)
     loader.start()
     try:
