@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import sparse_decode
+from .sparse_ops import Selection, selected_pre_codes, sparse_decode
 
 
 class AuxK:
@@ -27,12 +27,14 @@ class AuxK:
         self.k_aux = int(k_aux) if k_aux is not None else max(1, min(d // 2, c - k))
         self.active = False
 
-    def loss(self, sae, x_centered: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-        pre = F.linear(x_centered, sae.W_enc, sae.b_enc)  # dense with autograd: only while concepts are dead
-        masked = pre.masked_fill(~dead, float("-inf"))
-        values, indices = masked.topk(self.k_aux, dim=-1, sorted=False)
-        values = F.relu(values.nan_to_num(neginf=0.0))  # fewer dead than k_aux: pad with zeros
-        reconstruction = sparse_decode(indices, values, sae.W_dec)
-        n_dead = dead.sum()
-        scale = (n_dead.float() / self.k_aux).clamp(max=1.0)
+    def loss(self, sae, x_centered, dense_pre, residual, dead) -> torch.Tensor:
+        """`dense_pre`: the main path's pre-codes (no autograd); `dead`: (c,) bool."""
+        with torch.no_grad():
+            indices = dense_pre.masked_fill(~dead, float("-inf")).topk(self.k_aux, dim=-1, sorted=False).indices
+            selection = Selection.per_example(indices, sae.c)
+        values = selected_pre_codes(x_centered, sae.W_enc, sae.b_enc, dense_pre, selection)
+        # with fewer dead concepts than k_aux, live ones fill the top-k: mask them out
+        values = F.relu(values) * dead[selection.cols]
+        reconstruction = sparse_decode(values, sae.W_dec, selection)
+        scale = (dead.sum().float() / self.k_aux).clamp(max=1.0)
         return scale * (residual - reconstruction).pow(2).sum(-1).mean()

@@ -11,8 +11,7 @@ The face matches the authors' toolbox `overcomplete`: `forward(x) -> (pre_codes,
 unit-norm concepts.
 
 Training goes through `training_loss(x)`, which each variant implements; the TopK variants use
-a sparse path there (only the k selected codes are recomputed with autograd and decoded with
-`embedding_bag`), so a step costs one dense matmul instead of five.
+a sparse path there (`sparse_ops.py`), so a step costs one dense matmul instead of five.
 """
 
 from __future__ import annotations
@@ -179,23 +178,3 @@ def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1
             return updated
         median = updated
     return median
-
-
-def sparse_decode(indices: torch.Tensor, values: torch.Tensor, weight: torch.Tensor, offsets=None) -> torch.Tensor:
-    """sum_j values_j * weight[indices_j] per example, without building dense codes.
-
-    `indices`, `values`: (n, k) for a fixed k per example, or flat with `offsets` giving where
-    each example starts (variable k, as in BatchTopK). Autograd reaches `values` and `weight`.
-    """
-    return F.embedding_bag(indices, weight, offsets=offsets, mode="sum", per_sample_weights=values.to(weight.dtype))
-
-
-def selected_pre_codes(x_centered: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, rows, cols) -> torch.Tensor:
-    """Pre-codes at the selected (row, concept) positions, with autograd.
-
-    rows/cols index example and concept; for a fixed k per example pass rows=None and
-    cols of shape (n, k). Costs O(n k d) instead of the dense O(n c d) backward.
-    """
-    if rows is None:
-        return torch.bmm(F.embedding(cols, W_enc), x_centered.unsqueeze(-1)).squeeze(-1) + b_enc[cols]
-    return (F.embedding(cols, W_enc) * x_centered[rows]).sum(-1) + b_enc[cols]

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from .auxk import AuxK
-from .base import SAE, LossOutput, selected_pre_codes, sparse_decode
-from .topk import auxk_config, check_k, finish_topk_loss
+from .base import SAE, LossOutput
+from .sparse_ops import Selection
+from .topk import auxk_config, check_k, sparse_training_loss
 
 
 class BatchTopKSAE(SAE):
@@ -45,21 +46,13 @@ class BatchTopKSAE(SAE):
         return pre_codes * (pre_codes > self.threshold.to(pre_codes.dtype))
 
     def training_loss(self, x: torch.Tensor) -> LossOutput:
-        batch = x.shape[0]
         x_centered = x - self.b_dec
         with torch.no_grad():
             dense_pre = F.linear(x_centered, self.W_enc, self.b_enc)
-            kept, flat = F.relu(dense_pre).flatten().topk(self.k * batch, sorted=False)
-            rows, cols = flat // self.c, flat % self.c
-            # embedding_bag wants each example's codes together: order by row, mark where rows start.
-            order = rows.argsort()
-            rows, cols = rows[order], cols[order]
-            offsets = torch.searchsorted(rows, torch.arange(batch, device=x.device))
+            kept, flat = F.relu(dense_pre).flatten().topk(self.k * x.shape[0], sorted=False)
+            selection = Selection.from_flat(flat, x.shape[0], self.c)
             self._update_threshold(kept)
-        values = F.relu(selected_pre_codes(x_centered, self.W_enc, self.b_enc, rows, cols))
-        x_hat = sparse_decode(cols, values, self.W_dec, offsets) + self.b_dec
-        self.record_firing(cols, values.detach(), batch)
-        return finish_topk_loss(self, x, x_centered, x_hat, values, dense_pre)
+        return sparse_training_loss(self, x, x_centered, dense_pre, selection)
 
     @torch.no_grad()
     def _update_threshold(self, kept: torch.Tensor) -> None:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from .auxk import AuxK
-from .base import SAE, LossOutput, selected_pre_codes, sparse_decode
+from .base import SAE, LossOutput
+from .sparse_ops import Selection, selected_pre_codes, sparse_decode
 
 
 class TopKSAE(SAE):
@@ -28,14 +29,10 @@ class TopKSAE(SAE):
 
     def training_loss(self, x: torch.Tensor) -> LossOutput:
         x_centered = x - self.b_dec
-        # Selection needs no gradient: only the k chosen pre-codes are recomputed with autograd.
         with torch.no_grad():
             dense_pre = F.linear(x_centered, self.W_enc, self.b_enc)
-            indices = dense_pre.topk(self.k, dim=-1, sorted=False).indices
-        values = F.relu(selected_pre_codes(x_centered, self.W_enc, self.b_enc, None, indices))
-        x_hat = sparse_decode(indices, values, self.W_dec) + self.b_dec
-        self.record_firing(indices, values.detach(), x.shape[0])
-        return finish_topk_loss(self, x, x_centered, x_hat, values, dense_pre)
+            selection = Selection.per_example(dense_pre.topk(self.k, dim=-1, sorted=False).indices, self.c)
+        return sparse_training_loss(self, x, x_centered, dense_pre, selection)
 
     def config(self) -> dict:
         return {**super().config(), "k": self.k, **auxk_config(self.auxk)}
@@ -52,13 +49,16 @@ def auxk_config(auxk: AuxK | None) -> dict:
     return {"auxk": True, "auxk_coef": auxk.coef, "k_aux": auxk.k_aux}
 
 
-def finish_topk_loss(sae: SAE, x, x_centered, x_hat, values, dense_pre) -> LossOutput:
-    """Squared error per example, plus AuxK when the SAE has it and it is active."""
+def sparse_training_loss(sae: SAE, x, x_centered, dense_pre, selection: Selection) -> LossOutput:
+    """Squared error per example through the sparse path, plus AuxK when the SAE has it and it is active."""
+    values = F.relu(selected_pre_codes(x_centered, sae.W_enc, sae.b_enc, dense_pre, selection))
+    x_hat = sparse_decode(values, sae.W_dec, selection) + sae.b_dec
+    sae.record_firing(selection.cols, values.detach(), x.shape[0])
     mse = (x - x_hat).pow(2).sum(-1).mean()
     loss = mse
     parts = {"mse": mse}
     if sae.auxk is not None and sae.auxk.active:
-        aux = sae.auxk.loss(sae, x_centered, (x - x_hat).detach(), sae.dead_mask())
+        aux = sae.auxk.loss(sae, x_centered, dense_pre, (x - x_hat).detach(), sae.dead_mask())
         loss = loss + sae.auxk.coef * aux
         parts["auxk"] = aux
     l0 = (values > 0).sum() / x.shape[0]
