@@ -1,6 +1,11 @@
 """Train an SAE on embeddings, readable top to bottom.
 
     history = train_sae(sae, data, steps=2000, batch_size=1024, lr=1e-3, device="cuda")
+    histories = train_many([sae_seed0, sae_seed1, ...], data, steps=2000)   # one pass, many SAEs
+
+Under `torchrun`, `distributed=True` splits each global batch across ranks with
+DistributedDataParallel; SAEs whose selection couples examples (BatchTopK) select over the
+global batch, so the result does not depend on the number of ranks.
 
 `data` is a tensor, a numpy array, or a memory-mapped array too large to load: batches are
 read row by row from it. The loop never waits on the device between logging steps (losses are
@@ -29,8 +34,25 @@ from .sae.base import SAE
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def train_sae(
-    sae: SAE,
+def train_sae(sae: SAE, data, **options) -> list[dict]:
+    """Train `sae` in place with AdamW, linear warmup then cosine decay; return the logged history.
+
+    Options (all keyword):
+    steps / epochs: give exactly one. batch_size: the global batch (split across ranks).
+    lr, warmup (steps, or a fraction of all steps if < 1), min_lr_ratio, weight_decay, grad_clip.
+    device, seed (data order and pre-bias sample), amp (bf16 autocast; default on for CUDA).
+    init_pre_bias: "geometric_median", "mean" or "zero".
+    checkpoint_dir, checkpoint_every, resume: atomic checkpoints and exact resumption.
+    distributed: under torchrun, DistributedDataParallel over the ranks of the default group.
+    log_every, progress, check_finite, on_step(step): called after every optimiser step.
+    Each history entry: step, lr, loss, mse, r2 (per-dimension-mean R2 over the logging window),
+    l0 (mean non-zeros per example), dead_fraction, seconds.
+    """
+    return train_many([sae], data, **options)[0]
+
+
+def train_many(
+    saes: list[SAE],
     data,
     *,
     steps: int | None = None,
@@ -48,42 +70,45 @@ def train_sae(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     resume: bool = False,
+    distributed: bool = False,
     log_every: int = 50,
     progress: bool = True,
     check_finite: bool = True,
     on_step=None,
-) -> list[dict]:
-    """Train `sae` in place with AdamW, linear warmup then cosine decay; return the logged history.
+) -> list[list[dict]]:
+    """Train several SAEs (other seeds, k or c) in one pass: each batch is read once and fed to all.
 
-    steps / epochs: give exactly one. warmup: steps, or a fraction of all steps if < 1.
-    amp: bf16 autocast; defaults to on for CUDA, off elsewhere.
-    on_step(step): called after every optimiser step (step counts from 1).
-    Each history entry: step, lr, loss, mse, r2 (per-dimension-mean R2 over the logging window),
-    l0 (mean non-zeros per example), dead_fraction, seconds.
+    Each SAE keeps its own optimiser, statistics and history, so the result equals training each
+    alone with `train_sae` and the same options. Options: see `train_sae`. Returns one history per SAE.
     """
-    device = torch.device(device)
-    n_rows = validate_data(data, sae.d, batch_size, check_finite)
-    steps_per_epoch = n_rows // batch_size
-    total_steps = resolve_steps(steps, epochs, steps_per_epoch)
+    if not saes:
+        raise ValueError("train_many needs at least one SAE")
+    widths = {sae.d for sae in saes}
+    if len(widths) != 1:
+        raise ValueError(f"all SAEs must share the data's dimension, got d in {sorted(widths)}")
+    rank, world, device = setup_distributed(distributed, device)
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the number of ranks ({world})")
+    n_rows = validate_data(data, saes[0].d, batch_size, check_finite)
+    total_steps = resolve_steps(steps, epochs, n_rows // batch_size)
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     amp = (device.type == "cuda") if amp is None else amp
-    batches = BatchSource(data, batch_size, seed)
+    batches = BatchSource(data, batch_size, seed, rank=rank, world=world)
 
     torch.manual_seed(seed)
-    sae.to(device).train()
-    optimizer = make_optimizer(sae, lr, weight_decay, device)
-    stats = LogAccumulator(device)
-    history: list[dict] = []
+    runs = [Run(sae, device, lr, weight_decay, distributed) for sae in saes]
     start_step = 0
-
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     run_settings = {"seed": seed, "batch_size": batch_size, "total_steps": total_steps, "n_rows": n_rows}
     if resume and checkpoint_path is not None and checkpoint_path.exists():
-        start_step, history = load_checkpoint(checkpoint_path, sae, optimizer, stats, run_settings)
+        start_step = load_checkpoint(checkpoint_path, runs, run_settings)
     else:
-        sae.init_pre_bias(batches.sample(min(n_rows, 16384)).to(device), init_pre_bias)
+        sample = batches.sample(min(n_rows, 16384)).to(device)
+        for run in runs:
+            run.sae.init_pre_bias(sample, init_pre_bias)
 
-    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc=type(sae).__name__)
+    bar = tqdm(total=total_steps, initial=start_step, disable=not progress or rank != 0,
+               desc=type(saes[0]).__name__ if len(saes) == 1 else f"{len(saes)} SAEs")
     started = time.perf_counter()
     prefetch = ThreadPoolExecutor(max_workers=1)
     next_batch = prefetch.submit(batches.get, start_step, device)
@@ -91,35 +116,95 @@ def train_sae(
         x = next_batch.result()
         if step + 1 < total_steps:
             next_batch = prefetch.submit(batches.get, step + 1, device)
-
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, total_steps, warmup_steps, min_lr_ratio)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = sae.training_loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
-        optimizer.step()
-        sae.normalize_decoder()
-        stats.add(x, out)
+        factor = lr_factor(step, total_steps, warmup_steps, min_lr_ratio)
+        for run in runs:
+            run.step(x, lr * factor, grad_clip, amp)
 
         done = step + 1
         bar.update(1)
         if done % log_every == 0 or done == total_steps:
-            entry = stats.read(done, optimizer.param_groups[0]["lr"], sae, time.perf_counter() - started)
-            history.append(entry)
+            for run in runs:
+                run.log(done, time.perf_counter() - started)
+            entry = runs[0].history[-1]
             bar.set_postfix(loss=f"{entry['loss']:.4g}", r2=f"{entry['r2']:.3f}", l0=f"{entry['l0']:.1f}")
-            refresh_auxk(sae)
         if checkpoint_path is not None and (done % checkpoint_every == 0 or done == total_steps):
-            save_checkpoint(checkpoint_path, sae, optimizer, stats, done, history, run_settings)
+            save_checkpoint(checkpoint_path, runs, done, run_settings, rank)
         if on_step is not None:
             on_step(done)
     prefetch.shutdown()
     bar.close()
-    sae.eval()
-    return history
+    for run in runs:
+        run.sae.eval()
+        run.sae.distributed = False
+    return [run.history for run in runs]
+
+
+class Run:
+    """One SAE's training state: the (DDP-wrapped) model, its optimiser, statistics and history."""
+
+    def __init__(self, sae: SAE, device: torch.device, lr: float, weight_decay: float, distributed: bool):
+        self.sae = sae.to(device).train()
+        sae.distributed = distributed
+        self.module = _LossModule(sae)
+        if distributed:
+            device_ids = [device.index] if device.type == "cuda" else None
+            # Buffers (dead-latent counters, BatchTopK threshold) are kept equal by the SAE itself.
+            self.module = torch.nn.parallel.DistributedDataParallel(self.module, device_ids=device_ids,
+                                                                    broadcast_buffers=False)
+        self.optimizer = make_optimizer(sae, lr, weight_decay, device)
+        self.stats = LogAccumulator(device)
+        self.history: list[dict] = []
+
+    def step(self, x: torch.Tensor, lr: float, grad_clip: float | None, amp: bool) -> None:
+        sae = self.sae
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = self.module(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()  # under DDP the gradients are averaged over ranks here
+        sae.remove_parallel_decoder_grad()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), grad_clip)
+        self.optimizer.step()
+        sae.normalize_decoder()
+        self.stats.add(x, out)
+
+    def log(self, step: int, seconds: float) -> None:
+        self.history.append(self.stats.read(step, self.optimizer.param_groups[0]["lr"], self.sae, seconds))
+        refresh_auxk(self.sae)
+
+
+class _LossModule(torch.nn.Module):
+    """DistributedDataParallel wraps a module's forward; an SAE trains through `training_loss`."""
+
+    def __init__(self, sae: SAE):
+        super().__init__()
+        self.sae = sae
+
+    def forward(self, x):
+        return self.sae.training_loss(x)
+
+
+def setup_distributed(distributed: bool, device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun, joins the default process group (NCCL on CUDA,
+    gloo on CPU) and gives each rank its own GPU (LOCAL_RANK)."""
+    device = torch.device(device)
+    if not distributed:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise ValueError("distributed=True needs torch.distributed, which this torch build lacks")
+    if not dist.is_initialized():
+        if "RANK" not in os.environ:
+            raise ValueError("distributed=True needs a torchrun launch (RANK/WORLD_SIZE unset): "
+                             "torchrun --nproc_per_node N your_script.py")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 # ---------------------------------------------------------------------------- schedule and optimiser
@@ -184,10 +269,12 @@ class BatchSource:
     """Batch `step` is a pure function of (seed, step): each epoch is one seeded permutation.
 
     Rows of a batch are read in sorted order, which keeps memory-mapped reads sequential-ish.
+    Under several ranks each reads its own contiguous part of the sorted global batch.
     """
 
-    def __init__(self, data, batch_size: int, seed: int):
+    def __init__(self, data, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world = rank, world
         self.n_rows = data.shape[0]
         self.steps_per_epoch = self.n_rows // batch_size
         self._epoch, self._permutation = None, None
@@ -199,7 +286,6 @@ class BatchSource:
         return self._permutation
 
     def rows(self, indices: torch.Tensor) -> torch.Tensor:
-        indices = indices.sort().values
         if torch.is_tensor(self.data):
             return self.data[indices.to(self.data.device)].float()
         return torch.from_numpy(np.ascontiguousarray(self.data[indices.numpy()], dtype=np.float32))
@@ -207,14 +293,16 @@ class BatchSource:
     def get(self, step: int, device: torch.device) -> torch.Tensor:
         epoch, position = divmod(step, self.steps_per_epoch)
         begin = position * self.batch_size
-        batch = self.rows(self.permutation(epoch)[begin : begin + self.batch_size])
+        indices = self.permutation(epoch)[begin : begin + self.batch_size].sort().values
+        part = self.batch_size // self.world
+        batch = self.rows(indices[self.rank * part : (self.rank + 1) * part])
         if device.type == "cuda" and not batch.is_cuda:
             return batch.pin_memory().to(device, non_blocking=True)
         return batch.to(device)
 
     def sample(self, n: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed + 12345)
-        return self.rows(torch.randperm(self.n_rows, generator=generator)[:n])
+        return self.rows(torch.randperm(self.n_rows, generator=generator)[:n].sort().values)
 
 
 # ---------------------------------------------------------------------------- logging
@@ -236,6 +324,10 @@ class LogAccumulator:
             self.sums += torch.stack([out.loss.detach().float(), mse.detach().float(), sse, sst, out.l0.float(), one]).double()
 
     def read(self, step: int, lr: float, sae: SAE, seconds: float) -> dict:
+        if sae.distributed:  # sums over every rank's share of the batches
+            import torch.distributed as dist
+
+            dist.all_reduce(self.sums)
         loss, mse, sse, sst, l0, count = self.sums.tolist()
         self.sums.zero_()
         return {
@@ -246,33 +338,48 @@ class LogAccumulator:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, sae, optimizer, stats, step: int, history: list[dict], run_settings: dict) -> None:
-    state = {
-        "step": step,
-        "model": sae.state_dict(),
-        "sae_config": sae.config(),
-        "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "log_sums": stats.sums.cpu(),
-        "auxk_active": bool(getattr(sae, "auxk", None) is not None and sae.auxk.active),
-        "history": history,
-        "run_settings": run_settings,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def save_checkpoint(path: Path, runs: list[Run], step: int, run_settings: dict, rank: int = 0) -> None:
+    """Rank 0 writes one file for all SAEs (atomically); every rank waits until it exists."""
+    if rank == 0:
+        state = {
+            "step": step,
+            "rng": torch.get_rng_state(),
+            "run_settings": run_settings,
+            "runs": [
+                {
+                    "model": run.sae.state_dict(),
+                    "sae_config": run.sae.config(),
+                    "optimizer": run.optimizer.state_dict(),
+                    "log_sums": run.stats.sums.cpu(),
+                    "auxk_active": bool(getattr(run.sae, "auxk", None) is not None and run.sae.auxk.active),
+                    "history": run.history,
+                }
+                for run in runs
+            ],
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    if runs[0].sae.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
-def load_checkpoint(path: Path, sae, optimizer, stats, run_settings: dict) -> tuple[int, list[dict]]:
+def load_checkpoint(path: Path, runs: list[Run], run_settings: dict) -> int:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["sae_config"] != sae.config() or state["run_settings"] != run_settings:
+    saved = [entry["sae_config"] for entry in state["runs"]]
+    now = [run.sae.config() for run in runs]
+    if saved != now or state["run_settings"] != run_settings:
         raise ValueError(
-            f"checkpoint {path} belongs to a different run (saved {state['sae_config']} {state['run_settings']}, "
-            f"now {sae.config()} {run_settings}): use another checkpoint_dir or resume=False"
+            f"checkpoint {path} belongs to a different run (saved {saved} {state['run_settings']}, "
+            f"now {now} {run_settings}): use another checkpoint_dir or resume=False"
         )
-    sae.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
-    stats.sums.copy_(state["log_sums"])
-    if getattr(sae, "auxk", None) is not None:
-        sae.auxk.active = state["auxk_active"]
-    return state["step"], state["history"]
+    for run, entry in zip(runs, state["runs"]):
+        run.sae.load_state_dict(entry["model"])
+        run.optimizer.load_state_dict(entry["optimizer"])
+        run.stats.sums.copy_(entry["log_sums"])
+        run.history = entry["history"]
+        if getattr(run.sae, "auxk", None) is not None:
+            run.sae.auxk.active = entry["auxk_active"]
+    return state["step"]

@@ -59,6 +59,8 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d))
         # Examples seen since each concept last fired; a concept is dead past `dead_after`.
         self.register_buffer("examples_since_fired", torch.zeros(c, dtype=torch.long))
+        # Set by the trainer under torchrun: statistics and selections then span all ranks.
+        self.distributed = False
 
     # ----------------------------------------------------------------- the overcomplete face
     @property
@@ -131,6 +133,9 @@ class SAE(nn.Module):
         """
         fires = torch.zeros(self.c, device=code_values.device)
         fires.index_add_(0, concept_indices.reshape(-1), (code_values.reshape(-1) > 0).float())
+        if self.distributed:  # every rank counts the global batch, so the counters stay equal
+            fires = all_reduce_sum(fires)
+            batch_size = batch_size * torch.distributed.get_world_size()
         self.examples_since_fired.add_(batch_size).masked_fill_(fires > 0, 0)
 
     def dead_mask(self) -> torch.Tensor:
@@ -178,3 +183,19 @@ def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1
             return updated
         median = updated
     return median
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(tensor)
+    return tensor
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a same-shaped tensor from every rank."""
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .auxk import AuxK
-from .base import SAE, LossOutput
+from .base import SAE, LossOutput, all_gather_cat
 from .sparse_ops import Selection
 from .topk import auxk_config, check_k, sparse_training_loss
 
@@ -49,10 +49,28 @@ class BatchTopKSAE(SAE):
         x_centered = x - self.b_dec
         with torch.no_grad():
             dense_pre = F.linear(x_centered, self.W_enc, self.b_enc)
-            kept, flat = F.relu(dense_pre).flatten().topk(self.k * x.shape[0], sorted=False)
+            flat_pre = F.relu(dense_pre).flatten()
+            if self.distributed:
+                kept, flat = self._select_over_ranks(flat_pre, x.shape[0])
+            else:
+                kept, flat = flat_pre.topk(self.k * x.shape[0], sorted=False)
             selection = Selection.from_flat(flat, x.shape[0], self.c)
             self._update_threshold(kept)
         return sparse_training_loss(self, x, x_centered, dense_pre, selection)
+
+    def _select_over_ranks(self, flat_pre: torch.Tensor, local_batch: int):
+        """BatchTopK over the global batch: the k*B largest codes of all ranks together.
+
+        Each rank's share of them is among its own k*B largest, so gathering those candidates
+        (k*B values per rank, not B*c) finds the global cut exactly. Returns the global top
+        values (for the threshold, equal on every rank) and this rank's kept flat indices.
+        """
+        n_keep = self.k * local_batch * torch.distributed.get_world_size()
+        candidates = all_gather_cat(flat_pre.topk(min(n_keep, flat_pre.numel()), sorted=False).values)
+        kept = candidates.topk(n_keep, sorted=False).values
+        cut = kept.min()
+        # The count per rank varies, so nonzero syncs with the host: the price of ranks agreeing.
+        return kept, torch.nonzero((flat_pre >= cut) & (flat_pre > 0)).squeeze(1)
 
     @torch.no_grad()
     def _update_threshold(self, kept: torch.Tensor) -> None:
