@@ -47,6 +47,16 @@ def test_bridge_analysis_matches_numpy_and_shuffle(world):
     shuffled = dense_bridge(Z_img, Z_txt.numpy()[np.random.default_rng(5).permutation(len(Z_txt))], D)
     real_planted = sum(B[i, j] for i, j in planted)
     assert sum(shuffled[i, j] for i, j in planted) / real_planted < 0.3
+    # the table splits B into co-activation and cosine
+    score = np.arange(D.shape[0]) / D.shape[0]
+    rows = bridges.bridge_table(result, D, score)
+    coactivation = Z_img.numpy().T.astype(np.float64) @ Z_txt.numpy() / len(Z_txt)
+    for row in rows:
+        i, j = row["image concept"], row["text concept"]
+        assert row["cosine"] == pytest.approx(float(D[i] @ D[j]), abs=1e-6)
+        assert row["co-activation"] == pytest.approx(coactivation[i, j], rel=1e-4)
+        assert row["score of j"] == score[j]
+    assert bridges.claims(result, rows)["top_bridge"] == list(result.top[0][:2])
 
 
 def test_sparse_helpers_and_examples():

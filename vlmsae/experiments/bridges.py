@@ -173,6 +173,8 @@ def bridge_graph_figure(top, examples: dict | None = None, *, title: str = "Top 
     edge width proportional to its score; hovering a node shows its top examples' captions."""
     import plotly.graph_objects as go
 
+    from ..plots import COLORS
+
     if not top:
         raise ValueError("no bridges to draw: top is empty")
     left = list(dict.fromkeys(i for i, _, _ in top))
@@ -190,7 +192,7 @@ def bridge_graph_figure(top, examples: dict | None = None, *, title: str = "Top 
         lines = (examples or {}).get(side, {}).get(concept, {}).get("captions", [])
         return f"{side} concept {concept}<br>" + "<br>".join(lines)
 
-    for side, order, ys, x, colour in (("image", left, y_left, 0, "#e8871e"), ("text", right, y_right, 1, "#2f6fb5")):
+    for side, order, ys, x, colour in (("image", left, y_left, 0, COLORS["image"]), ("text", right, y_right, 1, COLORS["text"])):
         fig.add_trace(go.Scatter(
             x=[x] * len(order), y=[ys[c] for c in order], mode="markers+text", name=f"{side} concepts",
             text=[str(c) for c in order], textposition="middle left" if x == 0 else "middle right",
@@ -211,3 +213,55 @@ def bridge_heatmap_figure(B, concepts, *, title: str = "Bridge matrix"):
     fig.update_layout(title=title, xaxis=dict(title="text concept j", type="category"),
                       yaxis=dict(title="image concept i", type="category", autorange="reversed"))
     return fig
+
+
+def bridge_table(result: BridgeResult, dictionary, modality_score, examples: dict | None = None) -> list[dict]:
+    """One row per top bridge: both concepts, B, the cosine of their directions, the co-activation
+    E[z_img,i z_txt,j] (= B / cosine), both ends' modality scores and their first example caption."""
+    D = np.asarray(dictionary.detach().cpu() if isinstance(dictionary, torch.Tensor) else dictionary, dtype=np.float64)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True).clip(1e-12)
+    rows = []
+    for i, j, score in result.top:
+        cosine = float(D[i] @ D[j])
+        row = {"image concept": i, "text concept": j, "bridge B": score, "cosine": cosine,
+               "co-activation": score / cosine if cosine else float("nan"),
+               "score of i": float(modality_score[i]), "score of j": float(modality_score[j])}
+        if examples is not None:
+            row["image i: caption of its top image"] = (examples["image"].get(i, {}).get("captions") or [""])[0]
+            row["text j: its top caption"] = (examples["text"].get(j, {}).get("captions") or [""])[0]
+        rows.append(row)
+    return rows
+
+
+def thumbnails_figure(thumbnails: dict, *, title: str = "Top images of the image concepts"):
+    """A grid of small images: one row per concept ({concept: uint8 (m, h, w, 3)})."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if not thumbnails:
+        raise ValueError("no thumbnails to draw")
+    concepts = list(thumbnails)
+    cols = max(len(images) for images in thumbnails.values())
+    fig = make_subplots(rows=len(concepts), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.02,
+                        row_titles=[f"image concept {c}" for c in concepts])
+    for r, concept in enumerate(concepts, start=1):
+        for col, image in enumerate(thumbnails[concept], start=1):
+            fig.add_trace(go.Image(z=image), row=r, col=col)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=110 * len(concepts) + 60, width=110 * cols + 200)
+    return fig
+
+
+def claims(result: BridgeResult, table: list[dict]) -> dict:
+    """Claim values: top bridge, mass, shuffled ratios, how many top bridges join unimodal ends."""
+    unimodal_pairs = sum(1 for row in table if row["score of i"] >= 0.9 and row["score of j"] <= 0.1)
+    return {
+        "top_bridge": [result.top[0][0], result.top[0][1]],
+        "top_bridge_score": result.top[0][2],
+        "bridge_mass_top_n": result.mass,
+        "n_top": len(result.top),
+        "shuffled_mass_ratio": result.shuffled_ratio,
+        "same_pairs_shuffled_ratio": result.same_pair_ratio,
+        "top_bridges_image_only_to_text_only": unimodal_pairs,
+    }

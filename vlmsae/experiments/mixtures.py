@@ -130,7 +130,9 @@ def mixture_map_figure(result: dict, layouts: list[np.ndarray], *, colorscale=No
     from plotly.subplots import make_subplots
 
     ratios = result["ratios"]
-    colorscale = colorscale or [[0.0, "#2f6fb5"], [0.5, "#dddddd"], [1.0, "#e8871e"]]
+    from ..plots import MODALITY_SCALE
+
+    colorscale = colorscale or MODALITY_SCALE
     fig = make_subplots(rows=2, cols=len(ratios), subplot_titles=[f"image:text {r}" for r in ratios] + [""] * len(ratios),
                         horizontal_spacing=0.02, vertical_spacing=0.06)
     largest = max(float(np.max(cs["energy"])) for cs in result["concepts"])

@@ -138,9 +138,11 @@ def projection_figure(projection: dict, *, bins: int = 60, title: str | None = N
     """Overlaid histograms of p for images (orange) and texts (blue) with the selection line."""
     import plotly.graph_objects as go
 
+    from ..plots import COLORS
+
     concept = projection["concept"]
     fig = go.Figure()
-    for name, colour in (("text", "#2f6fb5"), ("image", "#e8871e")):
+    for name, colour in (("text", COLORS["text"]), ("image", COLORS["image"])):
         fig.add_trace(go.Histogram(x=projection[name], name=f"{name} ({100 * projection[f'above_{name}']:.1f}% fire)",
                                    nbinsx=bins, histnorm="probability", marker_color=colour, opacity=0.6))
     line = projection["line_image"]
