@@ -135,6 +135,124 @@ def check_table(csv_path: Path) -> None:
     assert numbers, f"{csv_path.name}: no numbers in the table"
 
 
+# ---------------------------------------------------------------------------------------------
+# vlmsae.plots and vlmsae.run on their own (fast)
+
+TINY = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+# tiny
+
+```{code-cell} ipython3
+:tags: [parameters]
+import os
+model = "toyclip"
+n = 3
+label: str = "a"
+output_dir = "_outputs/tiny"
+```
+
+```{code-cell} ipython3
+from pathlib import Path
+from vlmsae.run import check_model
+check_model(model)
+Path(output_dir, "result.txt").write_text(f"{n * 2} {label}")
+```
+"""
+
+
+def test_run_checks_names_before_running(tmp_path):
+    from vlmsae.run import check_model, read_notebook, parameter_names, run_notebook
+
+    source = tmp_path / "tiny.md"
+    source.write_text(TINY)
+    assert set(parameter_names(read_notebook(source))) == {"model", "n", "label", "output_dir"}  # not the import
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) nn: this notebook's parameters are label, model, n"):
+        run_notebook(source, {"nn": 5}, tmp_path / "out")
+    with pytest.raises(ValueError, match="unknown model 'clipp'.*toyclip, clip, siglip, siglip2, aimv2"):
+        run_notebook(source, {"model": "clipp"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "a refused run must not start"
+    with pytest.raises(ValueError, match="does not exist"):
+        run_notebook(tmp_path / "missing.md", {}, tmp_path / "out")
+    assert check_model("siglip2") == "hf:google/siglip2-base-patch16-224"
+    with pytest.raises(ValueError, match="Known names"):
+        check_model("not-a-model")
+
+
+@pytest.mark.timeout(120)
+def test_run_injects_parameters_and_output_dir(tmp_path):
+    from vlmsae.run import main
+
+    source = tmp_path / "tiny.md"
+    source.write_text(TINY)
+    out = tmp_path / "out"
+    assert main([str(source), "-p", "n", "21", "-p", "label", "b c", "--out", str(out)]) == 0
+    assert (out / "result.txt").read_text() == "42 b c"
+    assert (out / "tiny.ipynb").exists() and (out / "plotly.min.js").exists()
+    assert main([str(source), "-p", "colour", "red", "--out", str(out)]) == 2
+
+
+def test_plots_show_saves_image_and_data(tmp_path, capsys):
+    import plotly.graph_objects as go
+
+    from vlmsae import plots
+
+    plots.set_output_dir(tmp_path)
+    y = np.array([0.25, 1.5, -2.0])
+    fig = plots.layout(go.Figure(go.Bar(x=["a", "b", "c"], y=y)), title="bars")
+    plots.show(fig, "bars")
+    spec = json.loads((tmp_path / "bars.json").read_text())
+    np.testing.assert_array_equal(decode(spec["data"][0]["y"]), y)
+    assert check_figure(tmp_path / "bars.json") == 3
+    image = tmp_path / "bars.png"
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "kaleido + Chromium should give a PNG here"
+    markup = plots.figure_html(fig, "bars")
+    assert 'class="vlmsae-plotly"' in markup and "Plotly.newPlot" in markup and "cdn" not in markup.lower()
+    embedded = json.loads(re.search(r"var fig = (.*);\n  var config", markup).group(1).replace("<\\/", "</"))
+    np.testing.assert_array_equal(decode(embedded["data"][0]["y"]), y)
+    with pytest.raises(ValueError, match="plain file stem"):
+        plots.show(fig, "../escape")
+
+
+def test_plots_table_csv(tmp_path):
+    from vlmsae import plots
+
+    plots.set_output_dir(tmp_path)
+    rows = [{"claim": "top-512 stability", "paper": 0.92, "measured": np.float64(0.875)},
+            {"claim": "energy in 512", "paper": 0.99, "measured": 0.5}]
+    plots.table(rows, "claims")
+    expected = "claim,paper,measured\ntop-512 stability,0.92,0.875\nenergy in 512,0.99,0.5\n"
+    assert (tmp_path / "claims.csv").read_text() == expected
+    check_table(tmp_path / "claims.csv")
+    plots.table({"n": [1, 2], "x": [float("nan"), 1.0]}, "bad")
+    with pytest.raises(AssertionError, match="nan"):
+        check_table(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="different lengths"):
+        plots.table({"n": [1, 2], "x": [1.0]}, "ragged")
+
+
+def test_check_figure_rejects_nan(tmp_path):
+    import plotly.graph_objects as go
+
+    from vlmsae import plots
+
+    path = tmp_path / "f.json"
+    path.write_text(plots.figure_json(go.Figure(go.Bar(x=[1, 2], y=np.array([1.0, np.nan])))))
+    with pytest.raises(AssertionError, match="NaN"):
+        check_figure(path)
+    path.write_text(plots.figure_json(go.Figure(go.Scatter(x=[0, 1, None, 2, 3], y=[0, 1, None, 1, 0]))))
+    assert check_figure(path) == 8  # gaps between segments are allowed in line data
+    path.write_text(plots.figure_json(go.Figure(go.Histogram(x=np.full(4, np.nan)))))
+    with pytest.raises(AssertionError, match="every value"):
+        check_figure(path)
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("page", PAGES)
 def test_notebook_quick(page, book_env, tmp_path):
