@@ -16,6 +16,7 @@ reason printed.
 
 from __future__ import annotations
 
+import ast
 import base64
 import csv
 import json
@@ -34,8 +35,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
-SHOW = re.compile(r"plots\.show\(\s*[^,]+,\s*(?:name\s*=\s*)?[\"']([^\"']+)[\"']")
-TABLE = re.compile(r"plots\.table\(\s*[^,]+,\s*(?:name\s*=\s*)?[\"']([^\"']+)[\"']")
 FIGURE_PAGE = re.compile(r"^book/0\d_")  # the paper's figures and the ablation: each must draw plots
 
 
@@ -53,6 +52,29 @@ PAGES = toc_pages()
 
 def source_of(page: str) -> Path:
     return ROOT / f"{page}.md"
+
+
+def required_outputs(path: Path) -> tuple[list[str], list[str]]:
+    """Names the notebook must save: literal names of `plots.show` / `plots.table` calls that are not
+    under an `if` or `try` (a conditional figure is checked when it is there, not required)."""
+    from vlmsae.run import read_notebook
+
+    names: dict[str, list[str]] = {"show": [], "table": []}
+
+    def visit(node, conditional=False):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "plots" and not conditional:
+            name = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "name"), None)
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                names[node.func.attr].append(name.value)
+        for child in ast.iter_child_nodes(node):
+            visit(child, conditional or isinstance(node, (ast.If, ast.Try, ast.IfExp)))
+
+    for cell in read_notebook(path).cells:
+        if cell.cell_type == "code":
+            code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            visit(ast.parse(code))
+    return names["show"], names["table"]
 
 
 def has_parameters(path: Path) -> bool:
@@ -263,8 +285,7 @@ def test_notebook_quick(page, book_env, tmp_path):
         pytest.skip(f"{source.relative_to(ROOT)} does not exist yet (listed in _toc.yml)")
     if not has_parameters(source):
         pytest.skip(f"{source.relative_to(ROOT)} has no parameters cell: a text page, nothing to execute")
-    text = source.read_text()
-    figures, tables = SHOW.findall(text), TABLE.findall(text)
+    figures, tables = required_outputs(source)
     if FIGURE_PAGE.match(page):
         assert figures, f"{page} draws no figure through plots.show"
         assert tables, f"{page} has no 'measured in this build' table through plots.table"
@@ -277,6 +298,12 @@ def test_notebook_quick(page, book_env, tmp_path):
         assert check_figure(out / f"{name}.json") > 0, f"{page}: figure {name!r} holds no numbers"
     for name in tables:
         check_table(out / f"{name}.csv")
+    for path in out.glob("*.json"):  # every figure saved, conditional ones too (claims JSON is not a figure)
+        spec = json.loads(path.read_text())
+        if isinstance(spec, dict) and "data" in spec and "layout" in spec:
+            assert check_figure(path) > 0, f"{page}: figure {path.stem!r} holds no numbers"
+    for path in out.glob("*.csv"):
+        check_table(path)
 
 
 # ---------------------------------------------------------------------------------------------
