@@ -8,7 +8,8 @@ Prints, for TopK and BatchTopK:
   2. vlmsae's step time against the time of the step's two bare dense matmuls (x W_enc^T and
      Z W_dec), a roofline for a dense implementation;
   3. R2 (per-dimension mean) of both after the same number of steps on planted sparse data,
-     measured by the same independent formula.
+     measured by the same independent formula;
+  4. `train_many`: 5 seeds of BatchTopK in one pass against 5 separate `train_sae` runs.
 overcomplete is installed here on demand (it is not a vlmsae dependency); it imports torchvision.
 """
 
@@ -24,7 +25,7 @@ import torch
 
 from vlmsae.sae import BatchTopKSAE, TopKSAE
 from vlmsae.synthetic import sparse_dictionary_data
-from vlmsae.train import make_optimizer
+from vlmsae.train import make_optimizer, train_many, train_sae
 
 
 def ensure_overcomplete():
@@ -150,6 +151,28 @@ def main():
         print(f"{kind:10s} {args.batch / ours_seconds:17.0f} {args.batch / theirs_seconds:13.0f} "
               f"{theirs_seconds / ours_seconds:6.2f}x {ours_seconds / matmuls:16.2f}x {r2_ours:10.3f} {r2_theirs:16.3f}")
     print(f"\ntwo bare matmuls: {matmuls * 1e3:.1f} ms per step")
+    compare_train_many(data, args, device)
+
+
+def compare_train_many(data, args, device, seeds: int = 5, steps: int = 10):
+    """5 seeds in one pass (each batch read once) against 5 separate runs, same options."""
+    def fresh():
+        saes = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            saes.append(BatchTopKSAE(args.d, args.c, args.k))
+        return saes
+
+    options = dict(steps=steps, batch_size=args.batch, device=device, progress=False, check_finite=False)
+    start = time.perf_counter()
+    for sae in fresh():
+        train_sae(sae, data, **options)
+    separate = time.perf_counter() - start
+    start = time.perf_counter()
+    train_many(fresh(), data, **options)
+    together = time.perf_counter() - start
+    print(f"train_many, {seeds} BatchTopK seeds x {steps} steps: separate {separate:.1f} s, one pass "
+          f"{together:.1f} s, ratio {separate / together:.2f}x")
 
 
 if __name__ == "__main__":
