@@ -15,7 +15,8 @@ the model's time spent waiting for the loader, wait / (wait + forward), and the 
 (reading, decoding, preprocessing, tokenising, in background threads) against the run time.
 
 Run: ``python benchmarks/extract_throughput.py [--images 128] [--batch-size 32] [--device cpu]
-[--skip-toyclip]``. toyclip trains once (a few minutes, cached) when no weights are found.
+[--repeats 3] [--skip-toyclip] [--toyclip-random]``. ``load_toyclip`` trains once (a few minutes,
+cached) when no weights are found; ``--toyclip-random`` measures the same network untrained.
 """
 
 from __future__ import annotations
@@ -66,25 +67,27 @@ def forward_only(model, source, batch_size: int) -> float:
     return (len(images) + len(texts)) / (time.perf_counter() - start)
 
 
-def measure(label: str, model, source, batch_size: int, workdir: Path) -> dict:
-    before = forward_only(model, source, batch_size)
-    result = extract(model, source, workdir / label, batch_size=batch_size, shard_size=max(batch_size, 1024),
-                     progress=False)
-    # the reference runs before and after: on a shared machine the speed drifts during a run
-    reference = (before + forward_only(model, source, batch_size)) / 2
-    s = result.stats
-    rate = s["embeddings"] / s["total_s"]
-    row = {"model": label, "items": s["items"], "embeddings": s["embeddings"], "extract_emb_s": rate,
-           "forward_only_emb_s": reference, "ratio": rate / reference,
-           "model_waiting_share": s["wait_s"] / max(s["wait_s"] + s["forward_s"], 1e-9),
-           "loader_busy_share": s["load_s"] / s["total_s"]}
-    print(f"{label:10s} {s['items']:6d} items {s['embeddings']:7d} emb | extract {rate:8.1f} emb/s | "
-          f"forward-only {reference:8.1f} emb/s | ratio {row['ratio']:.2f} | model waiting for data "
-          f"{100 * row['model_waiting_share']:.1f}% | loader busy {100 * row['loader_busy_share']:.0f}% of run | "
-          f"extract {s['total_s']:.1f} s = forward {s['forward_s']:.1f} + waiting {s['wait_s']:.2f} + writing "
-          f"{s['write_s']:.2f} + rest",
-          flush=True)
-    return row
+def measure(label: str, model, source, batch_size: int, workdir: Path, repeats: int) -> dict:
+    """Alternate forward-only and extract ``repeats`` times; report medians (a shared machine's
+    speed drifts, and alternating exposes both to the same drift)."""
+    runs = []
+    for k in range(repeats):
+        reference = forward_only(model, source, batch_size)
+        result = extract(model, source, workdir / f"{label}-{k}", batch_size=batch_size,
+                         shard_size=max(batch_size, 1024), progress=False)
+        s = result.stats
+        runs.append({"extract_emb_s": s["embeddings"] / s["total_s"], "forward_only_emb_s": reference,
+                     "model_waiting_share": s["wait_s"] / max(s["wait_s"] + s["forward_s"], 1e-9),
+                     "loader_busy_share": s["load_s"] / s["total_s"], "stats": s})
+    med = {key: float(np.median([r[key] for r in runs])) for key in runs[0] if key != "stats"}
+    med["ratio"] = float(np.median([r["extract_emb_s"] / r["forward_only_emb_s"] for r in runs]))
+    s = runs[-1]["stats"]
+    print(f"{label:10s} {s['items']:6d} items {s['embeddings']:7d} emb | extract {med['extract_emb_s']:8.1f} emb/s | "
+          f"forward-only {med['forward_only_emb_s']:8.1f} emb/s | ratio {med['ratio']:.2f} | model waiting for data "
+          f"{100 * med['model_waiting_share']:.1f}% | loader busy {100 * med['loader_busy_share']:.0f}% of run "
+          f"(medians of {repeats}; last run: {s['total_s']:.1f} s = forward {s['forward_s']:.1f} + waiting "
+          f"{s['wait_s']:.2f} + writing {s['write_s']:.2f} + rest)", flush=True)
+    return {"model": label, **med}
 
 
 def main() -> None:
@@ -93,20 +96,32 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, default=4096, help="shapes pairs for toyclip")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (1 on an oversubscribed machine: spinning OpenMP teams "
+                             "of 2+ threads there run several times slower than 1 thread)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating reference/extract runs (medians)")
     parser.add_argument("--skip-toyclip", action="store_true")
+    parser.add_argument("--toyclip-random", action="store_true",
+                        help="toyclip with random weights (same speed; no training when no weights are cached)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = models.load(fm.build_hf("clip-base", tmp / "clip-base"), device=args.device)
         source = data.load(f"folder:{write_jpeg_folder(tmp / 'jpegs', args.images)}")
-        measure("clip-base", model, source, args.batch_size, tmp)
+        measure("clip-base", model, source, args.batch_size, tmp, args.repeats)
         if not args.skip_toyclip:
-            from vlmsae.models.toyclip import load_toyclip
+            from vlmsae.models import toyclip
 
-            toy = load_toyclip(device=args.device)
+            if args.toyclip_random:  # speed does not depend on the weights: skip the one-off training
+                cfg, vocab = toyclip.ToyCLIPConfig(), toyclip.build_vocab()
+                toy = toyclip.ToyCLIP(toyclip.ToyCLIPNet(cfg, len(vocab)), cfg, vocab, device=args.device)
+            else:
+                toy = toyclip.load_toyclip(device=args.device)
             measure("toyclip", toy, data.load("shapes", n=args.shapes, seed=0, split="test"),
-                    max(args.batch_size, 256), tmp)
+                    max(args.batch_size, 256), tmp, args.repeats)
 
 
 if __name__ == "__main__":
