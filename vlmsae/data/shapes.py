@@ -32,8 +32,8 @@ import numpy as np
 IMAGE_SIZE = 32
 MAX_OBJECTS = 2
 
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "white")
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "bar")
+COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "white")
 SIZES = ("small", "large")
 #: cells of the 3x3 position grid, row-major (index = 3 * row + column)
 POSITIONS = (
@@ -50,6 +50,7 @@ PALETTE = np.array(
         [1.00, 0.55, 0.05],  # orange
         [0.95, 0.90, 0.10],  # yellow
         [0.10, 0.75, 0.20],  # green
+        [0.10, 0.85, 0.90],  # cyan
         [0.15, 0.30, 0.95],  # blue
         [0.60, 0.15, 0.80],  # purple
         [1.00, 0.50, 0.75],  # pink
@@ -65,12 +66,14 @@ SHAPE_WORDS = {
     "triangle": ("triangle",),
     "diamond": ("diamond", "rhombus"),
     "cross": ("cross", "plus"),
+    "bar": ("bar", "rectangle"),
 }
 COLOUR_WORDS = {
     "red": ("red",),
     "orange": ("orange",),
     "yellow": ("yellow",),
     "green": ("green",),
+    "cyan": ("cyan", "turquoise"),
     "blue": ("blue",),
     "purple": ("purple", "violet"),
     "pink": ("pink",),
@@ -94,10 +97,10 @@ _TWO_OBJECT_TEMPLATES = ("{a} and {b}", "a photo of {a} and {b}", "there is {a} 
 
 # Probabilities of the caption noise.
 P_TWO_OBJECTS = 0.5
-P_DROP_SIZE = 0.5
-P_DROP_POSITION = 0.6
+P_DROP_SIZE = 0.35
+P_DROP_POSITION = 0.35
 P_DROP_COLOUR = 0.1
-P_NAME_ONE_OF_TWO = 0.3
+P_NAME_ONE_OF_TWO = 0.25
 P_COLOUR_AFTER_SHAPE = 0.15   # "a circle that is red" instead of "a red circle"
 
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -115,7 +118,9 @@ class ShapesBatch(NamedTuple):
         ``SHAPES`` / ``COLOURS`` / ``SIZES`` / ``POSITIONS``, ``center`` (n, 2, 2) pixel (x, y),
         ``radius`` (n, 2), ``angle`` (n, 2) radians, ``background`` (n,) index into
         ``BACKGROUNDS``, ``brightness`` (n,) global factor, ``n_clutter`` (n,), and
-        ``mentioned`` (n, captions_per_image, 2) bool: which objects each caption names.
+        ``mentioned`` (n, captions_per_image, 2) bool: which objects each caption names, and
+        ``said_size`` / ``said_colour`` / ``said_position`` (same shape): which of their
+        attributes it names.
     """
 
     images: np.ndarray
@@ -196,6 +201,8 @@ def _signed_distance(shape_id: int, u: np.ndarray, v: np.ndarray, r: np.ndarray)
         arm_a = np.maximum(np.abs(u) - r, np.abs(v) - half_width)
         arm_b = np.maximum(np.abs(v) - r, np.abs(u) - half_width)
         return np.minimum(arm_a, arm_b)
+    if name == "bar":
+        return np.maximum(np.abs(u) - r, np.abs(v) - 0.4 * r)
     raise AssertionError(name)
 
 
@@ -333,7 +340,9 @@ _DRAWS_PER_OBJECT = 8
 
 
 def _captions(objs: dict, captions_per_image: int, rng: np.random.Generator):
-    """Captions (list of lists) and the `mentioned` mask (n, captions_per_image, 2)."""
+    """Captions (list of lists) and what they say: dict of (n, captions_per_image, 2) bool masks
+    ``mentioned`` (the object is named) and ``said_size`` / ``said_colour`` / ``said_position``
+    (its size / colour / position is named too)."""
     n = objs["n_objects"].shape[0]
     u_obj = rng.random((n, captions_per_image, MAX_OBJECTS, _DRAWS_PER_OBJECT))
     u_sent = rng.random((n, captions_per_image, 3))
@@ -356,7 +365,12 @@ def _captions(objs: dict, captions_per_image: int, rng: np.random.Generator):
                 per_image.append(template.format(a=a))
                 mentioned[i, j, slot] = True
         captions.append(per_image)
-    return captions, mentioned
+    # the keep / drop draws of _noun_phrase, read off the same uniforms
+    said = {"mentioned": mentioned,
+            "said_size": mentioned & (u_obj[..., 3] >= P_DROP_SIZE),
+            "said_colour": mentioned & (u_obj[..., 4] >= P_DROP_COLOUR),
+            "said_position": mentioned & (u_obj[..., 5] >= P_DROP_POSITION)}
+    return captions, said
 
 
 def render_shapes(n: int, seed: int = 0, split: str = "train", captions_per_image: int = 1) -> ShapesBatch:
@@ -372,7 +386,7 @@ def render_shapes(n: int, seed: int = 0, split: str = "train", captions_per_imag
     rng = _rng(seed, split)
     objs = _sample_objects(n, rng)
     scene = _sample_scene(n, rng)
-    captions, mentioned = _captions(objs, captions_per_image, rng)
+    captions, said = _captions(objs, captions_per_image, rng)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         sl = slice(start, start + _CHUNK)
@@ -380,7 +394,7 @@ def render_shapes(n: int, seed: int = 0, split: str = "train", captions_per_imag
         images[sl] = np.round(chunk * 255.0).astype(np.uint8)
     attributes = {k: objs[k] for k in ("n_objects", "shape", "colour", "size", "position", "center", "radius", "angle")}
     attributes.update(background=scene["background"], brightness=scene["brightness"],
-                      n_clutter=scene["n_clutter"], mentioned=mentioned)
+                      n_clutter=scene["n_clutter"], **said)
     return ShapesBatch(images, captions, attributes)
 
 
