@@ -58,6 +58,7 @@ from vlmsae.explore_images import ImagesUnavailable, explicit_images, make_thumb
 from vlmsae.explore_layout import concept_layout
 from vlmsae.explore_stats import ConceptStats, concept_stats
 from vlmsae.explore_template import APP_JS, TEMPLATE
+from vlmsae.plots import COLORS, MODALITY_SCALE
 
 DEFAULT_BRIDGES_SHOWN = 50
 SIGNIFICANT_DIGITS = 6
@@ -131,6 +132,8 @@ def _meta(stats: ConceptStats, xy_method: str, title: str, subtitle: str, images
         "bridges": [[i, j, _number(b)] for i, j, b in stats.bridges], "default_bridges": DEFAULT_BRIDGES_SHOWN,
         "images_available": images_reason is None, "images_reason": images_reason or "",
         "classifier_sample": list(stats.classifier_sample), "missing": stats.missing,
+        # the book's palette, so the explorer looks like every other figure
+        "colors": {"scale": MODALITY_SCALE, "image": COLORS["image"], "text": COLORS["text"]},
     }
 
 
@@ -191,7 +194,7 @@ def _describe_sae(sae) -> str:
 def build_explorer(embeddings, sae, out_html: str | os.PathLike, *, images=None, layout: str = "umap",
                    title: str | None = None, n_top: int = 8, n_bins: int = 20, n_neighbors: int = 8,
                    n_bridges: int = 500, n_partners: int = 5, thumb_size: int = 96, jpeg_quality: int = 80,
-                   classifier_rows: int = 50_000, block_size: int = 256, batch_size: int = 8192, device="cpu",
+                   classifier_rows: int = 10_000, block_size: int = 256, batch_size: int = 8192, device="cpu",
                    layout_cache: str | os.PathLike | None = None, seed: int = 0, progress: bool = True) -> ExplorerBuild:
     """Write the explorer of `sae` on `embeddings` (an `EmbeddingSet`) to `out_html`, atomically.
 

@@ -171,21 +171,20 @@ def nearest_concepts(dictionary, n_neighbors: int, block: int = 2048) -> tuple[n
 def strongest_partners(B: np.ndarray, n: int, axis: int, block: int = 1024) -> list[list[tuple[int, float]]]:
     """Per concept i, the n largest positive entries of B[i, :] (axis=1) or B[:, i] (axis=0), j != i.
 
-    Read `block` concepts at a time, so at most a (block, c) copy of B is held besides B."""
+    Read `block` concepts at a time (torch.topk: several times faster than numpy's argpartition on
+    rows of 8192), so at most a (block, c) copy of B is held besides B."""
     c = B.shape[0]
     m = min(n, c - 1)
     if m <= 0:
         return [[] for _ in range(c)]
+    full = torch.from_numpy(np.asarray(B, dtype=np.float64))
     out = []
     for start in range(0, c, block):
-        scores = np.array(B[start : start + block] if axis == 1 else B[:, start : start + block].T, dtype=np.float64)
-        rows = np.arange(len(scores))
-        scores[rows, rows + start] = -np.inf  # a concept does not bridge to itself
-        part = np.argpartition(-scores, m - 1, axis=1)[:, :m]
-        values = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        part, values = np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
-        out.extend([(int(j), float(v)) for j, v in zip(pr, vr) if v > 0] for pr, vr in zip(part, values))
+        scores = (full[start : start + block] if axis == 1 else full[:, start : start + block].T).clone()
+        rows = torch.arange(scores.shape[0])
+        scores[rows, rows + start] = -torch.inf  # a concept does not bridge to itself
+        values, index = scores.topk(m, dim=1)  # sorted, largest first
+        out.extend([(int(j), float(v)) for j, v in zip(jr, vr) if v > 0] for jr, vr in zip(index.tolist(), values.tolist()))
     return out
 
 
@@ -221,7 +220,7 @@ def _classifier_rows(n: int, limit: int, rng: np.random.Generator) -> np.ndarray
 
 
 def concept_stats(embeddings, sae, *, n_top: int = 8, n_bins: int = 20, n_neighbors: int = 8,
-                  n_bridges: int = 500, n_partners: int = 5, classifier_rows: int = 50_000, batch_size: int = 8192,
+                  n_bridges: int = 500, n_partners: int = 5, classifier_rows: int = 10_000, batch_size: int = 8192,
                   device="cpu", seed: int = 0, progress: bool = False) -> ConceptStats:
     """The explorer's per-concept numbers for `sae` on an `EmbeddingSet` (see the module doc)."""
     if embeddings.dim != sae.d:

@@ -22,7 +22,7 @@ TEMPLATE = r"""<!DOCTYPE html>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src {{SCRIPT_HASHES}} 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:; worker-src blob:">
 <title>{{TITLE}}</title>
 <style>
-  :root { --text: #6a3d9a; --image: #1b7837; --muted: #777; }
+  :root { --muted: #777; }
   * { box-sizing: border-box; }
   body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; background: #fff; }
   header { padding: 8px 14px; border-bottom: 1px solid #ddd; }
@@ -109,6 +109,8 @@ APP_JS = r"""
   var META = readJSON("vlmsae-meta"), C = readJSON("vlmsae-concepts");
   var N = META.n_concepts, BLOCK = META.block_size, BRIDGES = META.bridges;
   var thumbs = null, blocks = {};
+  var SAMPLE = META.classifier_sample, SAMPLE_NOTE = (SAMPLE[0] < META.n_image || SAMPLE[1] < META.n_text) ?
+    " (on a sample of " + SAMPLE[0] + " images, " + SAMPLE[1] + " texts)" : "";
   function getThumbs() { if (thumbs === null) { thumbs = readJSON("vlmsae-thumbs") || {}; } return thumbs; }
   function detail(i) {
     var b = Math.floor(i / BLOCK);
@@ -224,17 +226,17 @@ APP_JS = r"""
     searchHits.forEach(function (j) { if (mask[j]) { hx.push(C.x[j]); hy.push(C.y[j]); } });
     var traces = [
       {type: TYPE, mode: "lines", x: ex, y: ey, hoverinfo: "skip", name: "bridges", showlegend: false,
-       line: {color: "rgba(200, 120, 20, 0.55)", width: 1.2}},
+       line: {color: "rgba(40, 40, 40, 0.45)", width: 1.2}},
       {type: TYPE, mode: "markers", x: scored.x, y: scored.y, customdata: scored.id, text: scored.t, name: "concepts",
        hovertemplate: "%{text}<extra></extra>", showlegend: false,
        marker: {size: scored.s, color: scored.c, cmin: 0, cmax: 1, opacity: 0.85, line: {width: 0.4, color: "#555"},
-                colorscale: [[0, "#6a3d9a"], [0.25, "#b294c7"], [0.5, "#d4d4d4"], [0.75, "#7fbf7b"], [1, "#1b7837"]],
+                colorscale: META.colors.scale,
                 colorbar: {title: {text: "modality score"}, tickvals: [0, 0.5, 1], ticktext: ["text-only", "mixed", "image-only"], len: 0.6, thickness: 12}}},
       {type: TYPE, mode: "markers", x: plain.x, y: plain.y, customdata: plain.id, text: plain.t, name: "no modality score",
        hovertemplate: "%{text}<extra></extra>", showlegend: false,
        marker: {size: plain.s, color: "#9a9a9a", opacity: 0.7, symbol: "circle-open"}},
       {type: TYPE, mode: "markers", x: hx, y: hy, hoverinfo: "skip", name: "search", showlegend: false,
-       marker: {size: 16, color: "rgba(0,0,0,0)", line: {width: 2, color: "#e6550d"}, symbol: "circle-open"}},
+       marker: {size: 16, color: "rgba(0,0,0,0)", line: {width: 2, color: "#2ca02c"}, symbol: "circle-open"}},
       {type: TYPE, mode: "markers", x: selected === null ? [] : [C.x[selected]], y: selected === null ? [] : [C.y[selected]],
        hoverinfo: "skip", name: "selected", showlegend: false,
        marker: {size: 22, color: "rgba(0,0,0,0)", line: {width: 3, color: "#d00"}, symbol: "circle-open"}}
@@ -251,8 +253,8 @@ APP_JS = r"""
     var bins = META.hist_bins, centres = [];
     for (var b = 0; b < bins; b++) { centres.push((b + 0.5) * d.hist_max / bins); }
     var traces = [];
-    if (META.n_image) { traces.push({type: "bar", x: centres, y: d.hist_image, name: "images", marker: {color: "#1b7837"}, opacity: 0.75}); }
-    if (META.n_text) { traces.push({type: "bar", x: centres, y: d.hist_text, name: "texts", marker: {color: "#6a3d9a"}, opacity: 0.75}); }
+    if (META.n_image) { traces.push({type: "bar", x: centres, y: d.hist_image, name: "images", marker: {color: META.colors.image}, opacity: 0.75}); }
+    if (META.n_text) { traces.push({type: "bar", x: centres, y: d.hist_text, name: "texts", marker: {color: META.colors.text}, opacity: 0.75}); }
     Plotly.react(target, traces, {barmode: "overlay", margin: {l: 40, r: 8, t: 4, b: 30}, bargap: 0.05,
       xaxis: {title: {text: "activation (non-zero)"}}, yaxis: {title: {text: "rows"}, type: "log"},
       legend: {orientation: "h", y: 1.15}}, {displayModeBar: false, responsive: true});
@@ -273,7 +275,7 @@ APP_JS = r"""
     var stats = el("dl", "stats");
     [["energy", fmt(C.energy[i], 4)], ["modality score", fmt(C.score[i])], ["firing frequency", pct(C.freq[i])],
      ["fires on", d.fires[0] + " of " + META.n_image + " images, " + d.fires[1] + " of " + META.n_text + " texts"],
-     ["classifier accuracy", fmt(C.acc[i])]].forEach(function (row) {
+     ["classifier accuracy", fmt(C.acc[i]) + SAMPLE_NOTE]].forEach(function (row) {
       stats.appendChild(el("dt", null, row[0])); stats.appendChild(el("dd", null, row[1]));
     });
     box.appendChild(stats);
