@@ -399,3 +399,42 @@ def test_hostile_captions_show_as_text_and_never_run(browser, hostile):
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_filters_search_and_links(browser, built):
+    _, _, result = built
+    data = page_data(result.path)
+    concepts = data["concepts"]
+    _open(browser, result.path)
+    set_value = """
+      var s = document.getElementById(arguments[0]);
+      if (s.type === 'checkbox') { s.checked = arguments[1]; } else { s.value = String(arguments[1]); }
+      s.dispatchEvent(new Event('input'));
+      return +document.getElementById('map').getAttribute('data-points');"""
+    live = [i for i in range(N_CONCEPTS) if not concepts["dead"][i]]
+    shown = browser.execute_script(set_value, "score-min", 0.5)
+    assert shown == sum(concepts["score"][i] is None or concepts["score"][i] >= 0.5 for i in live)
+    browser.execute_script(set_value, "score-min", 0)
+    # energy slider on a log scale between the smallest and largest positive energy
+    positive = np.log10([e for e in concepts["energy"] if e and e > 0])
+    cut = positive.min() + 0.5 * (positive.max() - positive.min())
+    shown = browser.execute_script(set_value, "energy-min", 0.5)
+    assert shown == sum(concepts["energy"][i] > 0 and np.log10(concepts["energy"][i]) >= cut - 1e-9 for i in live)
+    browser.execute_script(set_value, "energy-min", 0)
+    assert browser.execute_script(set_value, "hide-dead", False) == N_CONCEPTS
+    # search by word: the listed concepts are those with a caption word starting with it
+    word = next(w[0] for w in concepts["words"] if w)
+    box = browser.find_element("id", "search")
+    box.clear()
+    box.send_keys(word + "\n")
+    expected = {i for i, words in enumerate(concepts["words"]) if any(w.startswith(word) for w in words)}
+    links = browser.find_elements("css selector", "#search-results .concept-link")
+    assert expected and {int(link.text.split()[0][1:]) for link in links} == expected  # c = 48 < 50 listed
+    # following a link selects that concept and puts it in the address
+    target = int(links[0].text.split()[0][1:])
+    links[0].click()
+    assert browser.find_element("css selector", "#details h2").text.startswith(f"Concept {target}")
+    assert browser.execute_script("return location.hash") == f"#concept={target}"
+    neighbor = data["details"][target]["neighbors"][0][0]
+    browser.find_element("css selector", "#details .concept-list .concept-link").click()
+    assert browser.find_element("css selector", "#details h2").text.startswith(f"Concept {neighbor}")
