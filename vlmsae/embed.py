@@ -233,6 +233,18 @@ def shard_path(out_dir: Path, index: int) -> Path:
     return Path(out_dir) / "shards" / f"shard_{index:05d}.npz"
 
 
+def shard_record_path(out_dir: Path, index: int) -> Path:
+    """The record a rank writes once shard ``index`` is on disk (sha256, counts; see ``_plan``)."""
+    return Path(out_dir) / "shards" / f"shard_{index:05d}.json"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def write_shard(path: Path, image: np.ndarray, text: np.ndarray, text_item: np.ndarray, meta: dict) -> str:
     """Write one shard atomically; return its sha256."""
     with atomic_path(path) as tmp:
@@ -424,12 +436,90 @@ def _embed_shard(chunks, steps: _Steps, normalize: bool, errors: ErrorLog, on_er
 
 
 # ----------------------------------------------------------------------------------------------
+# ranks: one process, or the processes of a torchrun launch
+# ----------------------------------------------------------------------------------------------
+class _Ranks:
+    """Who does what. Rank 0 plans (reads and writes the manifest) and consolidates; every rank
+    embeds its share of the shards. A single process is rank 0 of 1 and talks to no one.
+
+    Control messages are small JSON strings broadcast as uint8 tensors over the default process
+    group (on the rank's GPU under NCCL), so nothing is pickled."""
+
+    def __init__(self, distributed: bool, model_device):
+        self.distributed = distributed
+        self.rank, self.world, self.device = 0, 1, torch.device("cpu")
+        if not distributed:
+            return
+        import torch.distributed as dist
+
+        from vlmsae.train import setup_distributed
+
+        model_device = torch.device(model_device)
+        self.rank, self.world, rank_device = setup_distributed(True, model_device)
+        if model_device.type == "cuda" and model_device.index != rank_device.index:
+            raise ValueError(f"rank {self.rank} should embed on {rank_device} (cuda:LOCAL_RANK) but the model is on "
+                             f"{model_device}; load it with device=f'cuda:{{os.environ[\"LOCAL_RANK\"]}}'")
+        if dist.get_backend() == "nccl":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self._dist = dist
+
+    def _broadcast_json(self, value):
+        payload = json.dumps(value, default=_json_default).encode() if self.rank == 0 else b""
+        size = torch.tensor([len(payload)], dtype=torch.int64, device=self.device)
+        self._dist.broadcast(size, src=0)
+        if self.rank == 0:
+            buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(self.device)
+        else:
+            buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
+        self._dist.broadcast(buffer, src=0)
+        return json.loads(bytes(buffer.cpu().numpy()).decode())
+
+    def from_rank0(self, work: Callable[[], Any]):
+        """``work()`` runs on rank 0 and its JSON-able result reaches every rank. If it raises,
+        every rank raises: a ValueError as the same ValueError, anything else as RuntimeError."""
+        if not self.distributed:
+            return work()
+        failure, message = None, None
+        if self.rank == 0:
+            try:
+                message = {"value": work()}
+            except Exception as err:  # told to the other ranks before raising, so none hangs
+                failure = err
+                message = {"error": str(err), "kind": type(err).__name__}
+        message = self._broadcast_json(message)
+        if failure is not None:
+            raise failure
+        if "error" in message:
+            if message["kind"] == "ValueError":
+                raise ValueError(message["error"])
+            raise RuntimeError(f"rank 0 failed ({message['kind']}: {message['error']})")
+        return message["value"]
+
+    def all_finished(self, failure: Exception | None) -> None:
+        """Wait until every rank is through its share; raise on every rank if any failed."""
+        if self.distributed:
+            flags = torch.zeros(self.world, dtype=torch.int32, device=self.device)
+            flags[self.rank] = int(failure is not None)
+            self._dist.all_reduce(flags)
+            failed = flags.nonzero().flatten().tolist()  # one host sync per run
+        if failure is not None:
+            raise failure
+        if self.distributed and failed:
+            raise RuntimeError(f"rank(s) {failed} failed; the shards they did not finish are missing. Run the "
+                               "same extraction again (any number of ranks) to compute only those")
+
+
+# ----------------------------------------------------------------------------------------------
 # extraction
 # ----------------------------------------------------------------------------------------------
 def _identity(model, data, normalize: bool, shard_size: int) -> dict:
     return {"format": FORMAT_VERSION, "model": getattr(model, "name", type(model).__name__), "data": describe(data),
             "settings": {"normalize": bool(normalize), "shard_size": int(shard_size), "dtype": "float32",
                          "precision": getattr(model, "precision", "auto")}}
+
+
+def _identity_key(identity: dict) -> str:
+    return cache_key(identity["model"], identity["data"], {**identity["settings"], "format": identity["format"]})
 
 
 def _consolidate(out_dir: Path, manifest: dict, n_shards: int, keep_shards: bool) -> dict:
@@ -469,29 +559,23 @@ def _consolidate(out_dir: Path, manifest: dict, n_shards: int, keep_shards: bool
     return manifest
 
 
-def extract(model, data, out_dir: str | os.PathLike, batch_size: int = 64, normalize: bool = True,
-            shard_size: int = 4096, on_error: str = "skip", num_workers: int | None = None,
-            keep_shards: bool = False, verify: bool = True, progress: bool = True,
-            on_shard: Callable[[int], None] | None = None) -> EmbeddingSet:
-    """Embed every image and caption of ``data`` with ``model`` into ``out_dir`` (see module doc).
+def _collect_shard_records(out_dir: Path, manifest: dict, n_shards: int, key: str) -> None:
+    """Add to ``manifest`` the shards that ranks recorded next to their files since it was written.
 
-    ``batch_size``: items per loader batch, and rows per model forward on each side.
-    ``shard_size``: items per shard, the unit of resumption. ``on_error``: ``"skip"`` counts
-    unreadable images and reports them at the end, ``"fail"`` raises at the first one.
-    ``num_workers``: loader threads (default min(8, CPUs)). ``verify``: on a finished
-    ``out_dir``, check the files' sha256 before returning them. ``on_shard(j)`` is called after
-    shard ``j`` is safely on disk.
-    """
-    check_on_error(on_error)
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise ValueError(f"data must support len() and indexing (a pair source); got {type(data).__name__}. "
-                         "Wrap an iterable of (image, captions, id) in a list first.")
-    out_dir = Path(out_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    identity = _identity(model, data, normalize, shard_size)
+    Ranks never write the manifest (one writer, rank 0); each finished shard gets its own record
+    ``shard_NNNNN.json`` instead. Records of another model/data/settings (``key``) are ignored."""
+    for j in range(n_shards):
+        if str(j) in manifest["shards"]:
+            continue
+        record = _read_json(shard_record_path(out_dir, j))
+        if isinstance(record, dict) and record.pop("key", None) == key:
+            manifest["shards"][str(j)] = record
+
+
+def _plan(out_dir: Path, identity: dict, n_items: int, shard_size: int, verify: bool) -> dict:
+    """Rank 0: check ``out_dir`` against ``identity``, list the shards still to compute (missing
+    or failing their checksum) and write the running manifest. ``{"complete": True}`` when a
+    finished, intact set is already there."""
     manifest = read_manifest(out_dir)
     if manifest is not None:
         wanted = json.loads(_dumps(identity))
@@ -501,17 +585,16 @@ def extract(model, data, out_dir: str | os.PathLike, batch_size: int = 64, norma
                              f"({ {k: manifest.get(k) for k in differ} } there, { {k: wanted[k] for k in differ} } asked); "
                              "use another out_dir, the same settings, or delete it")
         if manifest.get("status") == "complete":
-            result = EmbeddingSet(out_dir, manifest)
-            if not verify or not result.verify():
-                return result
+            if not verify or not EmbeddingSet(out_dir, manifest).verify():
+                return {"complete": True}
             warnings.warn(f"{out_dir}: finished files fail their checksums; recomputing what is needed")
             manifest["status"] = "running"
-    n_items = len(data)
     if n_items == 0:
         raise ValueError("data is empty: there is nothing to extract")
     n_shards = max(1, math.ceil(n_items / shard_size))
     if manifest is None or manifest.get("status") != "running":
         manifest = {**identity, "status": "running", "n_items": n_items, "n_shards": n_shards, "shards": {}}
+    _collect_shard_records(out_dir, manifest, n_shards, _identity_key(identity))
     todo, recomputed = [], []
     for j in range(n_shards):
         if _shard_ok(out_dir, manifest, j):
@@ -523,55 +606,117 @@ def extract(model, data, out_dir: str | os.PathLike, batch_size: int = 64, norma
     if recomputed:
         warnings.warn(f"{out_dir}: shard(s) {recomputed} failed their checksum and are recomputed")
     write_manifest(out_dir, manifest)
+    return {"complete": False, "n_shards": n_shards, "todo": todo, "recomputed": recomputed}
 
-    steps, timer, errors = _Steps(model), _Timer(), ErrorLog()
-    for j in range(n_shards):
-        if str(j) in manifest["shards"]:
-            errors.count += manifest["shards"][str(j)]["n_errors"]
-    workers = num_workers or min(8, os.cpu_count() or 1)
-    ranges = [(j * shard_size, min((j + 1) * shard_size, n_items)) for j in todo]
-    done_items = n_items - sum(b - a for a, b in ranges)
-    chunks: queue.Queue = queue.Queue(maxsize=2)  # two batches ahead: enough to hide loading
-    stop = threading.Event()
-    loader = threading.Thread(target=_loader, args=(data, ranges, steps, batch_size, workers, chunks, stop),
-                              daemon=True, name="vlmsae-loader")
-    start_all = time.perf_counter()
-    if todo:
-        try:  # lazy sources (shapes renders all on first access) set up once here, not once per thread
-            data[ranges[0][0]]
-        except UnreadableImageError:
-            pass  # met again, and handled, by the loader
-    bar = tqdm(total=n_items, initial=done_items, unit="item", desc="extract", disable=not progress)
-    loader.start()
-    try:
-        for j in todo:
-            image, text, text_item, meta = _embed_shard(chunks, steps, normalize, errors, on_error, timer, bar)
-            start = time.perf_counter()
-            digest = write_shard(shard_path(out_dir, j), image, text, text_item, meta)
-            manifest["shards"][str(j)] = {"sha256": digest, "n_image": len(image), "n_text": len(text),
-                                          "dim": int(image.shape[1] if len(image) else text.shape[1]),
-                                          "n_errors": len(meta["errors"])}
-            write_manifest(out_dir, manifest)
-            timer.write_s += time.perf_counter() - start
-            if on_shard is not None:
-                on_shard(j)
-    finally:
-        stop.set()
-        bar.close()
-    loader.join(timeout=5)
+
+def _finish(out_dir: Path, plan: dict, key: str, keep_shards: bool, last_run: dict) -> None:
+    """Rank 0, once every rank is through: gather the shard records, consolidate, report errors."""
+    manifest = read_manifest(out_dir)
+    n_shards = plan["n_shards"]
+    _collect_shard_records(out_dir, manifest, n_shards, key)
+    missing = [j for j in range(n_shards) if str(j) not in manifest["shards"]]
+    if missing:
+        raise RuntimeError(f"{out_dir}: shard(s) {missing} have no record although every rank finished; is "
+                           "out_dir on a file system that all nodes share? Run the extraction again to compute them")
     manifest = _consolidate(out_dir, manifest, n_shards, keep_shards)
-    manifest["last_run"] = {"recomputed_shards": recomputed, "computed_shards": todo,
-                            "seconds": round(time.perf_counter() - start_all, 3), "batch_size": batch_size}
+    manifest["last_run"] = last_run
     write_manifest(out_dir, manifest)
+    errors = ErrorLog(count=manifest["errors"]["count"], examples=list(manifest["errors"]["examples"]))
     if errors.count:
         message = f"{out_dir}: {errors.report()}" if errors.examples else (
             f"{out_dir}: {errors.count} unreadable image(s) were skipped (see manifest 'errors')")
         warnings.warn(message)
-    result = EmbeddingSet(out_dir, manifest)
+
+
+def extract(model, data, out_dir: str | os.PathLike, batch_size: int = 64, normalize: bool = True,
+            shard_size: int = 4096, on_error: str = "skip", num_workers: int | None = None,
+            keep_shards: bool = False, verify: bool = True, progress: bool = True,
+            on_shard: Callable[[int], None] | None = None, distributed: bool = False) -> EmbeddingSet:
+    """Embed every image and caption of ``data`` with ``model`` into ``out_dir`` (see module doc).
+
+    ``batch_size``: items per loader batch, and rows per model forward on each side.
+    ``shard_size``: items per shard, the unit of resumption. ``on_error``: ``"skip"`` counts
+    unreadable images and reports them at the end, ``"fail"`` raises at the first one.
+    ``num_workers``: loader threads (default min(8, CPUs)). ``verify``: on a finished
+    ``out_dir``, check the files' sha256 before returning them. ``on_shard(j)`` is called after
+    shard ``j`` is safely on disk.
+
+    ``distributed=True`` (under torchrun; every rank calls this with the same arguments): the
+    shards to compute are dealt round-robin, rank r taking ``todo[r::world]``; rank 0 writes the
+    manifest and consolidates after every rank is through, and every rank returns the same set,
+    equal row for row to a single-process run. On CUDA each rank's model must be on
+    ``cuda:LOCAL_RANK``; ``out_dir`` must be a folder that every node sees.
+    """
+    check_on_error(on_error)
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise ValueError(f"data must support len() and indexing (a pair source); got {type(data).__name__}. "
+                         "Wrap an iterable of (image, captions, id) in a list first.")
+    out_dir = Path(out_dir).expanduser()
+    ranks = _Ranks(distributed, getattr(model, "device", "cpu"))
+    if ranks.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    identity = _identity(model, data, normalize, shard_size)
+    key, n_items = _identity_key(identity), len(data)
+    start_all = time.perf_counter()
+    plan = ranks.from_rank0(lambda: _plan(out_dir, identity, n_items, shard_size, verify))
+    if plan["complete"]:
+        return EmbeddingSet(out_dir, read_manifest(out_dir))
+    todo, recomputed = plan["todo"], plan["recomputed"]
+    mine = todo[ranks.rank::ranks.world]  # round-robin over what is left: balanced on any rerun too
+    manifest = None if distributed else read_manifest(out_dir)  # only a lone process updates it per shard
+
+    steps, timer, errors = _Steps(model), _Timer(), ErrorLog()
+    workers = num_workers or min(8, os.cpu_count() or 1)
+    ranges = [(j * shard_size, min((j + 1) * shard_size, n_items)) for j in mine]
+    chunks: queue.Queue = queue.Queue(maxsize=2)  # two batches ahead: enough to hide loading
+    stop = threading.Event()
+    loader = threading.Thread(target=_loader, args=(data, ranges, steps, batch_size, workers, chunks, stop),
+                              daemon=True, name="vlmsae-loader")
+    if mine:
+        try:  # lazy sources (shapes renders all on first access) set up once here, not once per thread
+            data[ranges[0][0]]
+        except UnreadableImageError:
+            pass  # met again, and handled, by the loader
+    if distributed:
+        bar = tqdm(total=sum(b - a for a, b in ranges), unit="item", desc=f"extract rank {ranks.rank}/{ranks.world}",
+                   disable=not progress or ranks.rank != 0)
+    else:
+        bar = tqdm(total=n_items, initial=n_items - sum(b - a for a, b in ranges), unit="item", desc="extract",
+                   disable=not progress)
+    failure = None
+    loader.start()
+    try:
+        for j in mine:
+            image, text, text_item, meta = _embed_shard(chunks, steps, normalize, errors, on_error, timer, bar)
+            start = time.perf_counter()
+            digest = write_shard(shard_path(out_dir, j), image, text, text_item, meta)
+            entry = {"sha256": digest, "n_image": len(image), "n_text": len(text),
+                     "dim": int(image.shape[1] if len(image) else text.shape[1]), "n_errors": len(meta["errors"])}
+            atomic_write_text(shard_record_path(out_dir, j), json.dumps({"key": key, **entry}))
+            if manifest is not None:
+                manifest["shards"][str(j)] = entry
+                write_manifest(out_dir, manifest)
+            timer.write_s += time.perf_counter() - start
+            if on_shard is not None:
+                on_shard(j)
+    except Exception as err:  # kept until every rank has reported, so the others do not wait for good
+        failure = err
+    finally:
+        stop.set()
+        bar.close()
+    loader.join(timeout=5)
+    ranks.all_finished(failure)
+    last_run = {"recomputed_shards": recomputed, "computed_shards": todo, "ranks": ranks.world,
+                "seconds": round(time.perf_counter() - start_all, 3), "batch_size": batch_size}
+    ranks.from_rank0(lambda: _finish(out_dir, plan, key, keep_shards, last_run))
+    result = EmbeddingSet(out_dir, read_manifest(out_dir))
     result.stats = {"wait_s": timer.wait_s, "forward_s": timer.forward_s, "load_s": timer.load_s,
                     "write_s": timer.write_s, "items": timer.items, "embeddings": timer.embeddings,
                     "total_s": time.perf_counter() - start_all, "recomputed_shards": recomputed,
-                    "computed_shards": todo}
+                    "computed_shards": todo, "rank_shards": mine, "rank": ranks.rank, "world": ranks.world}
     return result
 
 
@@ -604,31 +749,68 @@ def get_or_extract(model, data, cache_root: str | os.PathLike | None = None, dev
                    on_error=on_error, **extract_kwargs)
 
 
+def _data_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value); VALUE read as JSON when it parses (``n=300``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--data-arg takes KEY=VALUE (e.g. n=300), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vlmsae.embed",
-                                     description="Extract image and caption embeddings into a resumable cache.")
+    parser = argparse.ArgumentParser(
+        prog="python -m vlmsae.embed",
+        description="Extract image and caption embeddings into a resumable cache. Under torchrun "
+                    "(torchrun --nproc_per_node N -m vlmsae.embed ...) the ranks share the shards.")
     parser.add_argument("model", help="registry name: toyclip, clip, siglip, siglip2, aimv2, open_clip:..., hf:...")
     parser.add_argument("data", help="shapes, coco:<dir>, folder:<dir>, hf:<dir or name>, or a path")
     parser.add_argument("--out", required=True, help="output folder (resumes if it holds an unfinished run)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="under torchrun, cuda means cuda:LOCAL_RANK")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=4096)
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (not L2-normalised) embeddings")
     parser.add_argument("--on-error", choices=("skip", "fail"), default="skip")
     parser.add_argument("--split", default=None, help="data split (COCO, HF data sets, shapes)")
     parser.add_argument("--limit", type=int, default=None, help="first N images (COCO)")
+    parser.add_argument("--data-arg", type=_data_arg, action="append", default=[], metavar="KEY=VALUE",
+                        help="other keyword argument of the data source, e.g. n=300 for shapes (repeatable)")
+    parser.add_argument("--keep-shards", action="store_true", help="keep shards/ after consolidating")
+    parser.add_argument("--collective-timeout-min", type=float, default=360.0,
+                        help="under torchrun: how long ranks wait for each other (rank 0 consolidates alone)")
     args = parser.parse_args(argv)
     from vlmsae import data as data_registry
     from vlmsae import models as model_registry
 
+    distributed = "WORLD_SIZE" in os.environ  # set by torchrun
+    rank, device = 0, torch.device(args.device)
+    if distributed:
+        import datetime
+
+        import torch.distributed as dist
+
+        from vlmsae.train import setup_distributed
+
+        if not dist.is_initialized():  # the default timeout (10-30 min) is too short to consolidate a LAION-size set
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=args.collective_timeout_min))
+        rank, _, device = setup_distributed(True, device)
     data_kwargs = {k: v for k, v in (("split", args.split), ("limit", args.limit)) if v is not None}
-    model = model_registry.load(args.model, device=args.device)
+    data_kwargs.update(dict(args.data_arg))
+    model = model_registry.load(args.model, device=device)
     data = data_registry.load(args.data, **data_kwargs)
     result = extract(model, data, args.out, batch_size=args.batch_size, normalize=not args.no_normalize,
-                     shard_size=args.shard_size, on_error=args.on_error)
+                     shard_size=args.shard_size, on_error=args.on_error, keep_shards=args.keep_shards,
+                     distributed=distributed)
     stats = result.stats
-    print(f"{result}\nerrors: {result.errors['count']}; model waited for data {stats.get('wait_s', 0):.1f} s, "
-          f"forward {stats.get('forward_s', 0):.1f} s")
+    if rank == 0:
+        print(f"{result}\nerrors: {result.errors['count']}; model waited for data {stats.get('wait_s', 0):.1f} s, "
+              f"forward {stats.get('forward_s', 0):.1f} s")
+    if distributed:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
