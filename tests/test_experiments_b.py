@@ -57,6 +57,12 @@ def test_bridge_analysis_matches_numpy_and_shuffle(world):
         assert row["co-activation"] == pytest.approx(coactivation[i, j], rel=1e-4)
         assert row["score of j"] == score[j]
     assert bridges.claims(result, rows)["top_bridge"] == list(result.top[0][:2])
+    # leaving a concept out: no top bridge touches it, the mass is that of B without its row and column
+    left_out = result.top[0][0]
+    without = bridges.bridge_analysis(Z_img, Z_txt, D, n_top=8, shuffles=1, seed=5, exclude=[left_out])
+    assert all(left_out not in (i, j) for i, j, _ in without.top)
+    kept = np.delete(np.delete(B, left_out, axis=0), left_out, axis=1)
+    assert without.mass == pytest.approx(top_sum(kept, 8), rel=1e-6)
 
 
 def test_sparse_helpers_and_examples():

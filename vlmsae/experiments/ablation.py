@@ -182,8 +182,9 @@ def scores_figure(results: list[dict], *, title: str = "Modality scores of each 
 
     fig = go.Figure()
     for r in results:
-        fig.add_trace(go.Histogram(x=r["modality_score"], y=r["energy"], histfunc="sum", histnorm="probability",
-                                   xbins=dict(start=0, end=1.0001, size=0.05), name=r["setting"], opacity=0.55))
+        # scores of exactly 1 go into the last bin [0.95, 1) rather than a bin of their own
+        fig.add_trace(go.Histogram(x=np.minimum(r["modality_score"], 1 - 1e-9), y=r["energy"], histfunc="sum", histnorm="probability",
+                                   xbins=dict(start=0, end=1, size=0.05), name=r["setting"], opacity=0.55))
     fig.update_layout(barmode="overlay", title=title, xaxis_title="modality score (0 text-only, 1 image-only)",
-                      yaxis_title="share of energy")
+                      yaxis_title="share of energy", xaxis_range=[0, 1])
     return fig

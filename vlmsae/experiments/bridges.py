@@ -93,23 +93,36 @@ class BridgeResult:
         return float(np.mean(self.same_pair_shuffled) / sum(score for _, _, score in self.top))
 
 
-def bridge_mass(B, n: int) -> float:
-    """Sum of the n largest off-diagonal entries of the bridge matrix B."""
-    return float(sum(score for _, _, score in metrics.top_bridges(B, n)))
+def _without(B: np.ndarray, exclude) -> np.ndarray:
+    """B with the rows and columns of the `exclude` concepts set to -inf (never a top bridge)."""
+    exclude = list(exclude)
+    if not exclude:
+        return B
+    B = np.array(B, dtype=np.float64)
+    B[exclude, :] = -np.inf
+    B[:, exclude] = -np.inf
+    return B
+
+
+def bridge_mass(B, n: int, exclude=()) -> float:
+    """Sum of the n largest off-diagonal entries of the bridge matrix B (outside the `exclude` concepts)."""
+    return float(sum(score for _, _, score in metrics.top_bridges(_without(B, exclude), n)))
 
 
 def bridge_analysis(paired_image_codes, text_codes, dictionary, *, n_top: int = 20, shuffles: int = 3,
-                    seed: int = 0) -> BridgeResult:
+                    seed: int = 0, exclude=()) -> BridgeResult:
     """The bridge matrix of matched pairs, its top `n_top` bridges and the shuffled-pairing control.
 
     paired_image_codes (n, c): row r is the image of caption r; text_codes (n, c); dictionary (c, d).
     Each of `shuffles` controls permutes the caption rows with a generator seeded by seed + s.
+    exclude: concepts that may not be an end of a top bridge (e.g. the modality-gap concept, which
+    fires on nearly every row of one modality whatever the pairing); B itself keeps them.
     """
     if n_top < 1 or shuffles < 1:
         raise ValueError(f"n_top and shuffles must be at least 1, got n_top={n_top}, shuffles={shuffles}")
     D = dictionary.detach().cpu() if isinstance(dictionary, torch.Tensor) else dictionary
     B = metrics.bridge_matrix(paired_image_codes, text_codes, D)
-    top = metrics.top_bridges(B, n_top)
+    top = metrics.top_bridges(_without(B, exclude), n_top)
     mass = float(sum(score for _, _, score in top))
     if mass <= 0:
         raise ValueError("the bridge matrix has no positive off-diagonal entry: no bridges to compare with a shuffle")
@@ -118,7 +131,7 @@ def bridge_analysis(paired_image_codes, text_codes, dictionary, *, n_top: int = 
     for s in range(shuffles):
         permutation = np.random.default_rng(seed + s).permutation(n)
         B_shuffled = metrics.bridge_matrix(paired_image_codes, permute_rows(text_codes, permutation), D)
-        shuffled.append(bridge_mass(B_shuffled, n_top))
+        shuffled.append(bridge_mass(B_shuffled, n_top, exclude))
         same_pair.append(float(sum(B_shuffled[i, j] for i, j, _ in top)))
     return BridgeResult(B=B, top=top, mass=mass, shuffled_masses=shuffled, same_pair_shuffled=same_pair)
 
@@ -233,7 +246,7 @@ def bridge_table(result: BridgeResult, dictionary, modality_score, examples: dic
     return rows
 
 
-def thumbnails_figure(thumbnails: dict, *, title: str = "Top images of the image concepts"):
+def thumbnails_figure(thumbnails: dict, *, title: str = "Top images of the image concepts (one row per concept)"):
     """A grid of small images: one row per concept ({concept: uint8 (m, h, w, 3)})."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -243,7 +256,7 @@ def thumbnails_figure(thumbnails: dict, *, title: str = "Top images of the image
     concepts = list(thumbnails)
     cols = max(len(images) for images in thumbnails.values())
     fig = make_subplots(rows=len(concepts), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.02,
-                        row_titles=[f"image concept {c}" for c in concepts])
+                        row_titles=[str(c) for c in concepts])
     for r, concept in enumerate(concepts, start=1):
         for col, image in enumerate(thumbnails[concept], start=1):
             fig.add_trace(go.Image(z=image), row=r, col=col)

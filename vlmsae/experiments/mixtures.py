@@ -85,9 +85,14 @@ def shared_top_concepts(dictionaries, energies, top: int, *, threshold: float = 
 
 def mixture_analysis(emb, *, ratios=RATIOS, c: int, k: int, steps: int, seed: int = 0, top: int | None = None,
                      threshold: float = 0.9, device: str = "cpu") -> dict:
-    """Concepts of every mixture SAE and what they share. top defaults to c // 8 (the paper's 512 of 4096)."""
+    """Concepts of every mixture SAE and what they share. top defaults to c // 8 (the paper's 512 of 4096).
+
+    Mixture m trains from seed `seed + m`: with one shared seed every SAE would start from the same
+    random dictionary, and the rarely trained concepts, which barely move from it, would look stable
+    across mixtures for that reason alone.
+    """
     top = max(1, c // 8) if top is None else int(top)
-    concepts = [mixture_concepts(emb, r, c=c, k=k, steps=steps, seed=seed, device=device) for r in ratios]
+    concepts = [mixture_concepts(emb, r, c=c, k=k, steps=steps, seed=seed + m, device=device) for m, r in enumerate(ratios)]
     shared = shared_top_concepts([cs["dictionary"] for cs in concepts], [cs["energy"] for cs in concepts], top,
                                  threshold=threshold)
     return {"ratios": [str(r) for r in ratios], "concepts": concepts, "top": top, "threshold": threshold, **shared}
