@@ -9,13 +9,22 @@ writes, under ``out_dir``::
                        ``.image`` and ``.text``), the matched pairs of the bridge score
     ids.json           the item id of each image row
     captions.json      the caption string of each text row
-    shards/            work in progress: one ``shard_NNNNN.npz`` per ``shard_size`` items
+    shards/            work in progress: one ``shard_NNNNN.npz`` per ``shard_size`` items and
+                       its record ``shard_NNNNN.json`` (sha256, counts), written once it is on disk
 
 With ``normalize=True`` every row is L2-normalised, x / ||x||_2 (the paper's setting; no
 centering). Work proceeds shard by shard; each finished shard is written atomically and its
 sha256 recorded in the manifest, so an interrupted run resumes at the first unfinished shard
 and a shard whose checksum fails is recomputed, never used. When all shards are done they are
 joined into the files above (streamed, bounded memory) and, unless ``keep_shards``, removed.
+
+Across processes and machines (``torchrun --nproc_per_node N -m vlmsae.embed MODEL DATA --out
+DIR``, or ``extract(..., distributed=True)`` on every rank): rank 0 checks the folder and lists the
+shards still to do; rank r embeds ``todo[r::world]`` into its own shard files and records; once
+every rank is through, rank 0 gathers the records into the manifest and consolidates. Shards are
+embedded alone whatever the rank, so the set equals a single-process run row for row (bit for
+bit on CPU). A rank that dies leaves its unfinished shards without a record, and a rerun with any
+number of ranks (or one plain process) computes only those. ``out_dir`` must be shared by all nodes.
 
 ``EmbeddingSet.open(out_dir)`` memory-maps the result: ``.image``, ``.text`` and ``.all`` are
 views of one ``np.memmap``; ``.modality`` labels the rows of ``.all`` (0 image, 1 text);
