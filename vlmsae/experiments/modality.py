@@ -190,3 +190,37 @@ def classifier_claims(result: dict) -> dict:
         out[f"unimodal_below_0.75{suffix}"] = float(np.mean([s["unimodal_below_0.75"] for s in seeds]))
     out["gap_concept_accuracy"] = float(np.mean([s["gap_accuracy"] for s in result["seeds"]]))
     return out
+
+
+# ----------------------------------------------------------------------------- figures
+def pooled_histograms(result: dict, variant: str = "all") -> dict[str, np.ndarray]:
+    """Plain and energy-weighted histograms averaged over seeds (each seed's sums to 1)."""
+    seeds = [s[variant] for s in result["seeds"]]
+    return {"plain": np.mean([s["hist_plain"] for s in seeds], axis=0),
+            "energy": np.mean([s["hist_energy"] for s in seeds], axis=0)}
+
+
+def histogram_figure(result: dict, *, variant: str = "all", x_title: str, title: str, reference: float | None = None,
+                     reference_name: str = "", modality_colors: bool = False):
+    """Side-by-side plain and energy-weighted histograms pooled over seeds; optional vertical reference line."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .. import plots
+
+    bins = np.array(result["bins"])
+    centres, widths = (bins[1:] + bins[:-1]) / 2, np.diff(bins)
+    pooled = pooled_histograms(result, variant)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("each concept counts 1", "each concept counts its energy"),
+                        horizontal_spacing=0.1)
+    marker = (dict(color=centres, colorscale=plots.MODALITY_SCALE, cmin=0, cmax=1, line=dict(width=0.5, color="#666"))
+              if modality_colors else dict(color=plots.COLORS["methods"]["batchtopk"]))
+    for col, key in ((1, "plain"), (2, "energy")):
+        fig.add_trace(go.Bar(x=centres, y=pooled[key], width=widths, marker=marker, showlegend=False), row=1, col=col)
+        if reference is not None:
+            fig.add_vline(x=reference, line=dict(color=plots.COLORS["reference"], dash="dash"), row=1, col=col,
+                          annotation_text=reference_name if col == 1 else None)
+    fig.update_xaxes(title=x_title, range=[bins[0], bins[-1]])
+    fig.update_yaxes(title="share of concepts", row=1, col=1)
+    fig.update_yaxes(title="share of energy", row=1, col=2)
+    return plots.layout(fig, title, height=400)

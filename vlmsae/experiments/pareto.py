@@ -197,3 +197,24 @@ def claims(result: dict) -> dict:
     out["batchtopk_front_gap"] = front_gap(points, "batchtopk")
     out["sae_front_share"] = float(np.mean([p["method"] in SAE_METHODS for p in points if p["on_front"]]))
     return out
+
+
+def pareto_figure(result: dict, *, title: str = "Sparsity-expressivity trade-off (held-out rows)"):
+    """R2 against L0, one colour per method; points on the overall front drawn larger, outlined."""
+    import plotly.graph_objects as go
+
+    from .. import plots
+
+    fig = go.Figure()
+    for method in METHODS:
+        mine = sorted((p for p in result["points"] if p["method"] == method), key=lambda p: p["l0"])
+        if not mine:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[p["l0"] for p in mine], y=[p["r2"] for p in mine], mode="lines+markers", name=method,
+            line=dict(color=plots.COLORS["methods"][method], dash="solid" if method in SAE_METHODS else "dot"),
+            marker=dict(size=[12 if p["on_front"] else 7 for p in mine], line=dict(width=[2 if p["on_front"] else 0 for p in mine], color="black")),
+            text=[f"{method} knob={p['knob']}" for p in mine], hovertemplate="%{text}<br>L0=%{x:.2f}<br>R2=%{y:.3f}"))
+    fig.update_xaxes(type="log", title="L0 (non-zero codes per example)")
+    fig.update_yaxes(title="R2 (per-dimension mean, held-out)")
+    return plots.layout(fig, title, height=480)

@@ -223,3 +223,60 @@ def claims(result: dict) -> dict:
     out["gap_energy_rank"] = float(np.mean([g["energy_rank"] for g in result["gap"]]))
     out["gap_cross_seed_cosine"] = result["gap_cross_seed_cosine"]
     return out
+
+
+# ----------------------------------------------------------------------------- figures
+def energy_share_figure(result: dict, *, title: str = "Cumulative energy share of the most energetic concepts"):
+    """One curve per seed (solid: all concepts, dotted: without the gap concept), 90% / 99% lines."""
+    import plotly.graph_objects as go
+
+    from .. import plots
+
+    fig = go.Figure()
+    colors = plots.COLORS["sequence"]
+    for variant, dash in (("all", "solid"), ("no_gap", "dot")):
+        for s, share in enumerate(result[variant]["share"]):
+            fig.add_trace(go.Scatter(x=np.arange(1, len(share) + 1), y=share, mode="lines", line=dict(color=colors[s % len(colors)], dash=dash),
+                                     name=f"seed {s}" + ("" if variant == "all" else ", no gap concept"),
+                                     legendgroup=variant))
+    for level in (0.9, 0.99):
+        fig.add_hline(y=level, line=dict(color=plots.COLORS["reference"], width=1, dash="dash"), annotation_text=f"{level:.0%}")
+    fig.update_xaxes(type="log", title="number of concepts m (most energetic first)")
+    fig.update_yaxes(title="share of the total energy", range=[0, 1.02])
+    return plots.layout(fig, title)
+
+
+def stability_matrix_figure(result: dict, variant: str = "all", *, title: str | None = None):
+    """Two heatmaps: pairwise stability over all concepts, and over each run's top c/8."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from .. import plots
+
+    v, top = result[variant], max(1, result["c"] // 8)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("all concepts", f"top {top} by energy"), horizontal_spacing=0.12)
+    for col, key in ((1, "matrix_all"), (2, "matrix_top")):
+        matrix = np.array(v[key])
+        labels = [f"seed {s}" for s in range(len(matrix))]
+        fig.add_trace(go.Heatmap(z=matrix, x=labels, y=labels, zmin=0, zmax=1, colorscale="Viridis", showscale=col == 2,
+                                 text=np.round(matrix, 2), texttemplate="%{text}"), row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    return plots.layout(fig, title or "Stability (mean matched cosine) between seeds", height=420)
+
+
+def stability_curve_figure(result: dict, *, title: str = "Stability of the top-n energetic concepts"):
+    """Mean pairwise stability as a function of n, with and without the gap concept."""
+    import plotly.graph_objects as go
+
+    from .. import plots
+
+    fig = go.Figure()
+    for variant, name, dash in (("all", "all concepts", "solid"), ("no_gap", "without the gap concept", "dot")):
+        v = result[variant]
+        fig.add_trace(go.Scatter(x=v["tops"], y=v["stability_by_top"], mode="lines+markers", name=name,
+                                 line=dict(color=plots.COLORS["methods"]["batchtopk"], dash=dash)))
+    fig.add_vline(x=max(1, result["c"] // 8), line=dict(color=plots.COLORS["reference"], width=1, dash="dash"),
+                  annotation_text="c/8 (paper: 512 of 4096)")
+    fig.update_xaxes(type="log", title="n (each run's n most energetic concepts)")
+    fig.update_yaxes(title="mean pairwise stability", range=[0, 1.02])
+    return plots.layout(fig, title)
