@@ -352,6 +352,8 @@ def test_page_renders_offline_and_selects_from_the_url(browser, built):
     else:
         assert drawn["canvas"] > 0
     assert browser.find_element("css selector", "#details h2").text.startswith(f"Concept {concept}")
+    ring = browser.execute_script("var t = document.getElementById('map').data[4]; return [t.name, t.x, t.y];")
+    assert ring == ["selected", [data["concepts"]["x"][concept]], [data["concepts"]["y"][concept]]]
     shown_captions = [e.text for e in browser.find_elements("css selector", "#details .top-texts .caption")]
     assert shown_captions == [t for t, _ in data["details"][concept]["texts"]] and shown_captions
     decoded = browser.execute_script(
