@@ -275,8 +275,9 @@ def stability_curve_figure(result: dict, *, title: str = "Stability of the top-n
         v = result[variant]
         fig.add_trace(go.Scatter(x=v["tops"], y=v["stability_by_top"], mode="lines+markers", name=name,
                                  line=dict(color=plots.COLORS["methods"]["batchtopk"], dash=dash)))
-    fig.add_vline(x=max(1, result["c"] // 8), line=dict(color=plots.COLORS["reference"], width=1, dash="dash"),
-                  annotation_text="c/8 (paper: 512 of 4096)")
+    # A trace, not add_vline: plotly misplaces add_vline's annotation on a log axis.
+    fig.add_trace(go.Scatter(x=[max(1, result["c"] // 8)] * 2, y=[0, 1], mode="lines", name="n = c/8 (paper: 512 of 4096)",
+                             line=dict(color=plots.COLORS["reference"], width=1, dash="dash")))
     fig.update_xaxes(type="log", title="n (each run's n most energetic concepts)")
     fig.update_yaxes(title="mean pairwise stability", range=[0, 1.02])
     return plots.layout(fig, title)
