@@ -262,6 +262,35 @@ def test_degenerate_inputs_give_a_page_with_missing_parts_marked(tmp_path, built
     _close(concepts["energy"], metrics.energy(dense_codes(sae, embeddings.image)))
 
 
+def test_folder_source_is_reopened_for_thumbnails(tmp_path, built):
+    """A JSONL folder source: thumbnails come from its files; a moved folder marks images unavailable."""
+    from vlmsae.data import load
+    from vlmsae.explore_images import ImagesUnavailable, source_images
+
+    world = ShapesPairs(n=24, seed=7)
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    with open(folder / "index.jsonl", "w") as index:
+        for i in range(len(world)):
+            image, captions, _ = world[i]
+            image.save(folder / f"{i}.png")
+            index.write(json.dumps({"image": f"{i}.png", "caption": captions[0], "id": f"item-{i}"}) + "\n")
+    embeddings = extract(TinyEmbedder(), load(f"folder:{folder}"), tmp_path / "emb", batch_size=8, progress=False)
+    get = source_images(embeddings)
+    for row in (0, 5, 23):  # the right image for each row, matched by id
+        assert embeddings.ids[row] == f"item-{row}"
+        np.testing.assert_array_equal(np.asarray(get(row)), np.asarray(world[row][0]))
+    result = build_explorer(embeddings, built[1], tmp_path / "f.html", layout="pca", progress=False)
+    assert result.images_available and result.n_thumbnails > 0
+    (folder / "index.jsonl").write_text("")  # the index changed since extraction
+    with pytest.raises(ImagesUnavailable, match="changed"):
+        source_images(embeddings)
+    shutil.rmtree(folder)
+    result = build_explorer(embeddings, built[1], tmp_path / "g.html", layout="pca", progress=False)
+    meta = page_data(result.path)["meta"]
+    assert not meta["images_available"] and "cannot be opened again" in meta["images_reason"]
+
+
 def test_bad_arguments_raise_named_errors(built):
     embeddings, sae, _ = built
     with pytest.raises(ValueError, match="layout"):
