@@ -5,8 +5,9 @@ book renders its plotly figures in headless Chromium with the network blocked.
     `vlmsae.run` (jupytext -> papermill) with `VLMSAE_QUICK=1`; every figure/table name the source
     passes to `plots.show` / `plots.table` must exist, figures as PNG (or SVG) + JSON whose data
     arrays hold finite numbers, tables as CSV with rows and no NaN.
-(b) `test_built_book_offline`: `jupyter-book build` of a copy of the book (the same session-wide
-    `VLMSAE_CACHE`, so heavy steps computed in (a) are loaded, not recomputed), then each page in
+(b) `test_built_book_offline`: `jupyter-book build` of a copy of the book (notebooks executed by (a)
+    go in executed; any other is executed by the build with the same session-wide `VLMSAE_CACHE`,
+    so heavy steps are computed once), then each page in
     Chromium with every host unresolvable and a dead proxy: each figure page has one rendered
     plotly SVG per figure, math is typeset by the local MathJax, and no resource load failed or
     left the machine.
@@ -48,6 +49,7 @@ def toc_pages(toc=TOC) -> list[str]:
 
 
 PAGES = toc_pages()
+EXECUTED: dict[str, Path] = {}  # page -> notebook executed by (a) in this session, reused by (b)
 
 
 def source_of(page: str) -> Path:
@@ -291,6 +293,7 @@ def test_notebook_quick(page, book_env, tmp_path):
         assert tables, f"{page} has no 'measured in this build' table through plots.table"
     executed = run_notebook(source, {"quick": True}, tmp_path / "out", progress=False)
     assert executed.exists()
+    EXECUTED[page] = executed
     out = executed.parent
     for name in figures:
         images = [out / f"{name}.{ext}" for ext in ("png", "svg")]
@@ -369,10 +372,20 @@ def page_problems(driver, url: str, n_figures: int, has_math: bool) -> list[str]
 
 
 def book_copy(dest: Path) -> list[str]:
-    """A copy of the book with the TOC cut to the pages that exist; returns the pages left out."""
+    """A copy of the book with the TOC cut to the pages that exist; returns the pages left out.
+
+    Pages that (a) executed in this session go in as their executed notebooks, which Jupyter Book
+    (`execute_notebooks: auto`) renders without running them again; the others are executed by the
+    build. Either way the build is the one `make book` runs, on the same sources.
+    """
     missing = [p for p in PAGES if not source_of(p).exists()]
-    shutil.copy(ROOT / "_config.yml", dest / "_config.yml")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "auto"  # run what has no outputs; fail on errors as in the book
+    (dest / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copytree(ROOT / "book", dest / "book", ignore=shutil.ignore_patterns("_outputs", "_build", ".ipynb_checkpoints"))
+    for page, executed in EXECUTED.items():
+        (dest / f"{page}.md").unlink()
+        shutil.copy(executed, dest / f"{page}.ipynb")
     toc = json.loads(json.dumps(TOC))
     for part in toc.get("parts", [toc]):
         part["chapters"] = [c for c in part.get("chapters", []) if c["file"] not in missing]
