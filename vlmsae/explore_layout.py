@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ def umap_layout(D: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, 
 
     reducer = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(n_neighbors, D.shape[0] - 1),
                         min_dist=min_dist, random_state=seed, init="spectral" if D.shape[0] > 16 else "random")
-    return reducer.fit_transform(D).astype(np.float32)
+    with warnings.catch_warnings():  # a fixed random_state makes umap run single-threaded, and it says so
+        warnings.filterwarnings("ignore", message="n_jobs value")
+        return reducer.fit_transform(D).astype(np.float32)
 
 
 def layout_key(D: np.ndarray, settings: dict) -> str:

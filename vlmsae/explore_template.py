@@ -236,10 +236,10 @@ APP_JS = r"""
        hovertemplate: "%{text}<extra></extra>", showlegend: false,
        marker: {size: plain.s, color: "#9a9a9a", opacity: 0.7, symbol: "circle-open"}},
       {type: TYPE, mode: "markers", x: hx, y: hy, hoverinfo: "skip", name: "search", showlegend: false,
-       marker: {size: 16, color: "rgba(0,0,0,0)", line: {width: 2, color: "#2ca02c"}, symbol: "circle-open"}},
+       marker: {size: 16, color: "#2ca02c", line: {width: 2}, symbol: "circle-open"}},
       {type: TYPE, mode: "markers", x: selected === null ? [] : [C.x[selected]], y: selected === null ? [] : [C.y[selected]],
        hoverinfo: "skip", name: "selected", showlegend: false,
-       marker: {size: 22, color: "rgba(0,0,0,0)", line: {width: 3, color: "#d00"}, symbol: "circle-open"}}
+       marker: {size: 22, color: "#d00", line: {width: 3}, symbol: "circle-open"}}
     ];
     var layout = {margin: {l: 30, r: 10, t: 10, b: 30}, hovermode: "closest", dragmode: "pan", uirevision: "keep",
                   xaxis: {zeroline: false, showticklabels: false, title: {text: META.layout_name + " 1"}},
