@@ -45,3 +45,14 @@ def test_sae_roundtrip(tmp_path):
     assert torch.equal(sae(x)[1], loaded(x)[1])
     with pytest.raises(ValueError, match="unknown cache kind"):
         cache.get_or_compute("sae", {}, lambda: sae, kind="pickle", root=tmp_path)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from vlmsae.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "page.html", "<p>hi</p>")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "page.html").stat().st_mode & 0o777 == 0o666 & ~mask

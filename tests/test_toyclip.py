@@ -112,3 +112,28 @@ def test_save_load_round_trip_and_errors(tmp_path, tiny_runs):
         model.encode_images([np.zeros((32, 32, 3), np.uint8)])
     with pytest.raises(ValueError, match="unknown toyclip settings"):
         train_toyclip(n_pairs=256, steps=1, widht=3)
+
+
+def test_full_caption_names_every_object_completely():
+    from vlmsae.data import shapes
+
+    batch = shapes.render_shapes(40, seed=3)
+    for i in range(40):
+        caption = shapes.full_caption(batch.attributes, i)
+        for slot in range(int(batch.attributes["n_objects"][i])):
+            colour = shapes.COLOURS[batch.attributes["colour"][i, slot]]
+            shape = shapes.SHAPES[batch.attributes["shape"][i, slot]]
+            assert shapes.COLOUR_WORDS[colour][0] in caption and shapes.SHAPE_WORDS[shape][0] in caption
+        assert caption.count(" and ") == int(batch.attributes["n_objects"][i]) - 1
+
+
+def test_ablation_switches_learn_the_temperature_and_use_clean_captions():
+    import math
+
+    from vlmsae.models.toyclip import train_toyclip
+
+    model, _ = train_toyclip(n_pairs=256, steps=12, seed=0, batch_size=64, progress=False,
+                             learn_temperature=True, temperature=0.07, clean_captions=True)
+    log_scale = model.net.log_scale.item()
+    assert log_scale != math.log(1 / 0.07)  # it was trained
+    assert model.cfg.clean_captions and model.cfg.learn_temperature

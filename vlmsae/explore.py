@@ -247,9 +247,6 @@ def build_explorer(embeddings, sae, out_html: str | os.PathLike, *, images=None,
     page = render_page(meta, _concepts(stats, xy), details, thumbnails)
     out_html = Path(out_html).expanduser()
     atomic_write_text(out_html, page)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(out_html, 0o666 & ~umask)  # a page to share: the temp file behind the atomic write was 0600
     return ExplorerBuild(path=out_html, bytes=out_html.stat().st_size, seconds=time.perf_counter() - start,
                          n_concepts=sae.c, n_dead=int(stats.dead.sum()), n_thumbnails=len(thumbnails),
                          images_available=images_reason is None, layout=layout)

@@ -69,6 +69,9 @@ class ToyCLIPConfig:
     text_heads: int = 4
     max_words: int = 24
     temperature: float = 0.01
+    # the modality-gap ablation's switches (book page 08); the shipped model uses neither
+    learn_temperature: bool = False   # CLIP-style learnable logit scale, initialised at 1/temperature
+    clean_captions: bool = False      # train on shapes.full_caption instead of the noisy captions
     # training
     n_pairs: int = 50_000
     steps: int = 2_500
@@ -124,6 +127,14 @@ class ToyCLIPNet(nn.Module):
         super().__init__()
         self.image = ImageTower(cfg)
         self.text = TextTower(cfg, vocab_size)
+        if cfg.learn_temperature:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
+
+    def temperature(self, cfg: ToyCLIPConfig):
+        """The fixed temperature, or 1 / exp(log_scale) with the scale capped at 100 as in CLIP."""
+        if not cfg.learn_temperature:
+            return cfg.temperature
+        return 1.0 / self.log_scale.clamp(max=math.log(100.0)).exp()
 
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -289,7 +300,9 @@ def train_toyclip(n_pairs: int = 50_000, steps: int = 2_500, seed: int = 0, batc
 
     batch = shapes.render_shapes(n_pairs, seed, "train")
     images = torch.from_numpy(batch.images).to(device)
-    tokens = tokenize([c[0] for c in batch.captions], vocab, cfg.max_words).to(device)
+    captions = ([shapes.full_caption(batch.attributes, i) for i in range(n_pairs)] if cfg.clean_captions
+                else [c[0] for c in batch.captions])
+    tokens = tokenize(captions, vocab, cfg.max_words).to(device)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -325,7 +338,7 @@ def train_toyclip(n_pairs: int = 50_000, steps: int = 2_500, seed: int = 0, batc
             idx = _batch_indices(step, n_pairs, cfg).to(device)
             with autocast:
                 loss = clip_loss(net.image(pixels_from_uint8(images[idx], device)), net.text(tokens[idx]),
-                                 cfg.temperature)
+                                 net.temperature(cfg))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
