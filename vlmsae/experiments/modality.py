@@ -212,15 +212,16 @@ def histogram_figure(result: dict, *, variant: str = "all", x_title: str, title:
     centres, widths = (bins[1:] + bins[:-1]) / 2, np.diff(bins)
     pooled = pooled_histograms(result, variant)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("each concept counts 1", "each concept counts its energy"),
-                        horizontal_spacing=0.1)
+                        horizontal_spacing=0.14)
     marker = (dict(color=centres, colorscale=plots.MODALITY_SCALE, cmin=0, cmax=1, line=dict(width=0.5, color="#666"))
               if modality_colors else dict(color=plots.COLORS["methods"]["batchtopk"]))
     for col, key in ((1, "plain"), (2, "energy")):
         fig.add_trace(go.Bar(x=centres, y=pooled[key], width=widths, marker=marker, showlegend=False), row=1, col=col)
         if reference is not None:
-            fig.add_vline(x=reference, line=dict(color=plots.COLORS["reference"], dash="dash"), row=1, col=col,
-                          annotation_text=reference_name if col == 1 else None)
-    fig.update_xaxes(title=x_title, range=[bins[0], bins[-1]])
+            label = {"annotation_text": reference_name, "annotation_position": "top left"} if col == 1 else {}
+            fig.add_vline(x=reference, line=dict(color=plots.COLORS["reference"], dash="dash"), row=1, col=col, **label)
+    pad = 0.01 * (bins[-1] - bins[0])  # so a reference line on the last edge stays visible
+    fig.update_xaxes(title=x_title, range=[bins[0] - pad, bins[-1] + pad])
     fig.update_yaxes(title="share of concepts", row=1, col=1)
     fig.update_yaxes(title="share of energy", row=1, col=2)
     return plots.layout(fig, title, height=400)
