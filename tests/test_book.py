@@ -394,7 +394,7 @@ def book_copy(dest: Path) -> list[str]:
     return missing
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # alone (without (a) first) it executes every notebook itself
 def test_built_book_offline(book_env, tmp_path):
     missing = book_copy(tmp_path)
     if missing:
