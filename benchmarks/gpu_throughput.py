@@ -26,7 +26,7 @@ def sae_rows(device):
         for kind in ("TopK", "BatchTopK"):
             ours, theirs = build(kind, 768, c, 32, 4096, device)
             ours_s = median_seconds(vlmsae_step(ours, make_optimizer(ours, 5e-4, 0.0, device), x, True), 10, device)
-            theirs_s = median_seconds(overcomplete_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=5e-4), x, True), 10, device)
+            theirs_s = median_seconds(overcomplete_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=5e-4, fused=True), x, True), 10, device)
             rows.append((f"{kind} c={c}", 4096 / ours_s, 4096 / theirs_s))
             del ours, theirs
             torch.cuda.empty_cache()

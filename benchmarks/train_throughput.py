@@ -131,7 +131,7 @@ def main():
     for kind in ("TopK", "BatchTopK"):
         ours, theirs = build(kind, args.d, args.c, args.k, args.batch, device)
         ours_step = vlmsae_step(ours, make_optimizer(ours, 5e-4, 0.0, device), x, amp)
-        theirs_step = overcomplete_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=5e-4), x, amp)
+        theirs_step = overcomplete_step(theirs, torch.optim.AdamW(theirs.parameters(), lr=5e-4, fused=True), x, amp)
         ours_seconds = median_seconds(ours_step, args.repeats, device)
         theirs_seconds = median_seconds(theirs_step, args.repeats, device)
 
@@ -139,7 +139,7 @@ def main():
         ours, theirs = build(kind, args.d, args.c, args.k, args.batch, device)
         ours.init_pre_bias(data[:4096], "mean")
         ours_opt = make_optimizer(ours, 1e-3, 0.0, device)
-        theirs_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-3)
+        theirs_opt = torch.optim.AdamW(theirs.parameters(), lr=1e-3, fused=True)
         for step in range(args.r2_steps):
             batch = data[(step * args.batch) % len(data):][: args.batch]
             vlmsae_step(ours, ours_opt, batch, amp)()

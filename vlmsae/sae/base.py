@@ -114,11 +114,12 @@ class SAE(nn.Module):
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:
         """Drop the gradient component along each decoder row (it would only change its norm)."""
-        if self.W_dec.grad is None:
+        weight, grad = self.W_dec, self.W_dec.grad
+        if grad is None:
             return
-        rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        parallel = (self.W_dec.grad * rows).sum(dim=1, keepdim=True)
-        self.W_dec.grad.sub_(parallel * rows)
+        # grad -= (<grad_i, w_i> / <w_i, w_i>) w_i, in one pass over the (c, d) gradient
+        coefficient = torch.linalg.vecdot(grad, weight) / torch.linalg.vecdot(weight, weight).clamp_min(1e-24)
+        grad.addcmul_(weight, coefficient.unsqueeze(1), value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
