@@ -65,6 +65,21 @@ def test_semi_nmf_codes_are_non_negative_and_its_loss_never_rises(data):
     assert np.all(np.diff(sparse_scores) > 0)
 
 
+
+def test_k_sparse_semi_nmf_is_fitted_for_sparse_codes():
+    """On embeddings with a modality offset, a dense fit's codes cancel each other: cutting them to
+    k afterwards scored R2 < 0. Fitting with the top-k inside the loop must do clearly better."""
+    from vlmsae.planted import two_modality_data
+
+    planted = two_modality_data()
+    A = torch.cat([torch.as_tensor(planted.images), torch.as_tensor(planted.texts)]).float()[:2000]
+    dense = SemiNMF(64, n_iter=40, encode_iter=40).fit(A)
+    dense.top_k = 2
+    sparse = SemiNMF(64, top_k=2, n_iter=40, encode_iter=40).fit(A)
+    r2_dense, r2_sparse = r2_of(dense, A), r2_of(sparse, A)
+    assert r2_sparse > 0.2 and r2_sparse > r2_dense + 0.3
+
+
 def test_omp_refits_least_squares_on_its_support_and_recovers_planted_supports():
     truth = sparse_dictionary_data(n=200, d=64, c=96, k=3, seed=1)
     A, D = truth.data, truth.dictionary

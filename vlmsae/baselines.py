@@ -170,8 +170,8 @@ class SemiNMF(DictionaryMethod):
         Z <- Z * sqrt(([A D^T]^+ + Z [D D^T]^-) / ([A D^T]^- + Z [D D^T]^+))
     (X^+ = max(X, 0), X^- = max(-X, 0)), which never increases ||A - Z D||_F and keeps Z >= 0.
     `encode` runs the same Z update with D fixed. After fitting, atoms are scaled to unit rows
-    (codes absorb the norms). top_k: keep only each row's k largest codes and refit them (a
-    sparsity sweep); None keeps all n_atoms. `loss_history` holds ||A - Z D||_F^2 / n after each fitting round.
+    (codes absorb the norms). top_k: k-sparse Semi-NMF for a sparsity sweep: every code update,
+    in fitting and in `encode`, keeps each row's k largest codes; None keeps all n_atoms. `loss_history` holds ||A - Z D||_F^2 / n after each fitting round.
     """
 
     def __init__(self, n_atoms: int, *, top_k: int | None = None, n_iter: int = 200, encode_iter: int = 100,
@@ -192,7 +192,7 @@ class SemiNMF(DictionaryMethod):
         losses = []
         for _ in range(self.n_iter):
             atoms = _least_squares_atoms(codes, A)
-            codes = _semi_nmf_code_step(A, atoms, codes)
+            codes = self._code_step(A, atoms, codes)
             losses.append(((A - codes @ atoms) ** 2).sum() / A.shape[0])
         self.loss_history = torch.stack(losses).tolist()
         self._dictionary = _unit_rows(atoms)
@@ -205,15 +205,23 @@ class SemiNMF(DictionaryMethod):
         # multiplicative update cannot move a zero).
         codes = torch.linalg.lstsq(atoms.T, A.T).solution.T.clamp_min(0) + 1e-3
         for _ in range(self.encode_iter):
-            codes = _semi_nmf_code_step(A, atoms, codes)
+            codes = self._code_step(A, atoms, codes)
         if self.top_k is not None:
-            values, indices = codes.topk(self.top_k, dim=1)
-            codes = torch.zeros_like(codes).scatter_(1, indices, values)
             # Refit the kept codes: the multiplicative update leaves zeros at zero, so this is
             # non-negative least squares on each row's support.
             for _ in range(self.encode_iter):
                 codes = _semi_nmf_code_step(A, atoms, codes)
         return codes
+
+    def _code_step(self, A, atoms, codes):
+        """One multiplicative update; with top_k, sparsified inside the loop so the dictionary is
+        learned for k-sparse codes (truncating dense Semi-NMF codes afterwards scored R2 < 0).
+        The small floor lets a code that was cut come back: the update cannot move a zero."""
+        if self.top_k is None:
+            return _semi_nmf_code_step(A, atoms, codes)
+        codes = _semi_nmf_code_step(A, atoms, codes + 1e-3)
+        values, indices = codes.topk(self.top_k, dim=1)
+        return torch.zeros_like(codes).scatter_(1, indices, values)
 
 
 def _semi_nmf_code_step(A: torch.Tensor, atoms: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
