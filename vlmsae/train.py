@@ -18,6 +18,7 @@ restored.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -186,6 +187,13 @@ class _LossModule(torch.nn.Module):
         return self.sae.training_loss(x)
 
 
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def setup_distributed(distributed: bool, device) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun, joins the default process group (NCCL on CUDA,
     gloo on CPU) and gives each rank its own GPU (LOCAL_RANK)."""
@@ -201,6 +209,9 @@ def setup_distributed(distributed: bool, device) -> tuple[int, int, torch.device
             raise ValueError("distributed=True needs a torchrun launch (RANK/WORLD_SIZE unset): "
                              "torchrun --nproc_per_node N your_script.py")
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # A group left alive at interpreter exit can abort the process ("terminate called without
+        # an active exception" from gloo's threads): tear down the group we created.
+        atexit.register(_destroy_process_group)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
