@@ -1,5 +1,19 @@
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Artifacts written by tests go to a session folder, never to the user's ~/.cache/vlmsae."""
+    previous = os.environ.get("VLMSAE_CACHE")
+    os.environ["VLMSAE_CACHE"] = os.environ.get("VLMSAE_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("VLMSAE_CACHE", None)
+    else:
+        os.environ["VLMSAE_CACHE"] = previous
 
 
 def pytest_collection_modifyitems(config, items):
