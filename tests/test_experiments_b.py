@@ -225,3 +225,13 @@ def test_ablation_setting_runs_and_names_missing_switches(tmp_path, monkeypatch)
     fields = set(ToyCLIPConfig.__dataclass_fields__)
     for name, needed in ablation.missing_settings().items():
         assert needed and not set(needed) <= fields and name not in ablation.available_settings()
+
+
+def test_shapes_thumbnails_are_the_rendered_images_of_those_rows(tmp_path):
+    from vlmsae.data import shapes
+    from vlmsae.embed import get_or_extract
+
+    emb = get_or_extract("toyclip", "shapes", cache_root=tmp_path, data_kwargs={"n": 120, "seed": 2})
+    rows = [0, 7, 119]
+    expected = shapes.render_shapes(120, 2, "train").images[np.asarray(emb.ids)[rows]]
+    np.testing.assert_array_equal(bridges.shapes_thumbnails(emb, rows), expected)

@@ -167,17 +167,19 @@ def concept_examples(image_codes, text_codes, captions, pairs, concepts_image, c
 
 
 def shapes_thumbnails(emb, image_rows) -> np.ndarray | None:
-    """uint8 (m, 32, 32, 3) images of the given image rows when `emb` embeds the shapes world
-    (rendered again: the world is deterministic for its n, seed, split), else None."""
-    from ..data import shapes
+    """uint8 (m, 32, 32, 3) images of the given image rows when `emb` embeds the shapes world,
+    else None (other sources have images of many sizes; the explorer shows those). The source is
+    re-opened and checked against the embeddings by the explorer's `source_images`."""
+    from ..explore_images import ImagesUnavailable, source_images
 
     config = emb.data if isinstance(emb.data, dict) else {}
     if config.get("source") != "shapes":
         return None
-    batch = shapes.render_shapes(int(config["n"]), int(config.get("seed", 0)), config.get("split", "train"),
-                                 int(config.get("captions_per_image", 1)))
-    ids = np.asarray(emb.ids, dtype=np.int64)
-    return batch.images[ids[np.asarray(image_rows, dtype=np.int64)]]
+    try:
+        get = source_images(emb)
+        return np.stack([np.asarray(get(int(row))) for row in image_rows])
+    except ImagesUnavailable:
+        return None
 
 
 # ----------------------------------------------------------------------------- figures
