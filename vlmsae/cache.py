@@ -29,8 +29,13 @@ from .atomic import atomic_path, atomic_write_text
 KINDS = ("json", "arrays", "sae")
 
 
+def cache_dir(name: str) -> Path:
+    """`$VLMSAE_CACHE/<name>` (default `~/.cache/vlmsae/<name>`): the one home of every cache."""
+    return Path(os.environ.get("VLMSAE_CACHE", "~/.cache/vlmsae")).expanduser() / name
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("VLMSAE_CACHE", "~/.cache/vlmsae")).expanduser() / "artifacts"
+    return cache_dir("artifacts")
 
 
 @lru_cache(maxsize=1)

@@ -72,7 +72,9 @@ FILES = ("embeddings.npy", "pairs.npy", "ids.json", "captions.json")
 
 def default_cache_root() -> Path:
     """``$VLMSAE_CACHE/embeddings`` (default ``~/.cache/vlmsae/embeddings``)."""
-    return Path(os.environ.get("VLMSAE_CACHE", "~/.cache/vlmsae")).expanduser() / "embeddings"
+    from vlmsae.cache import cache_dir
+
+    return cache_dir("embeddings")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

@@ -31,7 +31,9 @@ METHODS = ("umap", "pca")
 
 
 def default_layout_cache() -> Path:
-    return Path(os.environ.get("VLMSAE_CACHE", "~/.cache/vlmsae")).expanduser() / "explorer_layouts"
+    from vlmsae.cache import cache_dir
+
+    return cache_dir("explorer_layouts")
 
 
 def unit_rows(dictionary) -> np.ndarray:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -384,7 +383,9 @@ def _has_weights(folder: Path) -> bool:
 def default_cache_dir() -> Path:
     """Where toyclip weights trained on this machine go: $VLMSAE_CACHE/toyclip, default
     ~/.cache/vlmsae/toyclip."""
-    return Path(os.environ.get("VLMSAE_CACHE", Path.home() / ".cache" / "vlmsae")) / "toyclip"
+    from ..cache import cache_dir
+
+    return cache_dir("toyclip")
 
 
 def load_toyclip(device="cpu", folder: str | Path | None = None) -> ToyCLIP:
