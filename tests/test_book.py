@@ -362,8 +362,10 @@ def page_problems(driver, url: str, n_figures: int, has_math: bool) -> list[str]
             urls[params["requestId"]] = request_url = params["request"]["url"]
             if not request_url.startswith(LOCAL):
                 problems.append(f"request off the machine: {request_url}")
-        elif message["method"] == "Network.loadingFailed":
-            problems.append(f"failed load ({params.get('errorText')}): {urls.get(params.get('requestId'), '?')}")
+        elif message["method"] == "Network.loadingFailed" and params.get("requestId") in urls:
+            # Only this page's requests: Chromium's own background fetches (seen once, failing on the
+            # dead proxy before the page asked for anything) are not the page's resources.
+            problems.append(f"failed load ({params.get('errorText')}): {urls[params['requestId']]}")
     for entry in driver.get_log("browser"):
         # resource failures and script errors; the theme's console.error about an unset colour mode is not one
         if entry["level"] == "SEVERE" and "invalid theme mode" not in entry["message"]:
