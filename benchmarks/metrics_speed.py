@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/metrics_speed.py --large          # also the sparse bridge at n=600k, c=8192 (no dense run)
     .venv/bin/python benchmarks/metrics_speed.py --device cuda
 
-Bridge: `metrics.bridge_matrix` (sparse-by-sparse product of the codes) against the dense
+Bridge: `metrics.bridge_matrix` (the compiled sparse kernel of `vlmsae.cooccurrence` on CPU) against the dense
 formula Z_img^T Z_txt / n * (D D^T) computed with dense matmuls over row chunks, on the same
 random top-k codes, in the same process; prints both times, their ratio and the largest
 difference. Stability: seconds of `metrics.stability` (cosines + Hungarian matching) on two
@@ -95,6 +95,12 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}", flush=True)
+    if device.type == "cpu":
+        # a new process loads numba and the kernel's cached machine code (compiling it on a
+        # machine's first run): shown apart, then the steady cost per call is measured
+        tiny = random_topk_codes(64, 64, 4, torch.Generator().manual_seed(2), device)
+        _, first_s = timed(lambda: metrics.bridge_matrix(tiny, tiny, torch.eye(64)))
+        print(f"bridge: first call in this process (loads the compiled kernel) {first_s:.2f} s", flush=True)
     bench_bridge(args.n, args.c, args.k, args.d, device, dense=True)
     if args.large:
         bench_bridge(600_000, 8192, args.k, args.d, device, dense=False)

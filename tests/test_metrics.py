@@ -308,13 +308,23 @@ def test_bridge_rejects_bad_input():
         metrics.bridge_matrix(Z, Z, D_bad)
 
 
-def test_bridge_split_over_threads_equals_one_block(monkeypatch):
+def test_both_cross_products_equal_a_numpy_product():
+    # the compiled CPU kernel (accumulating into its output, as over batches) and the torch
+    # sparse path that other devices take, on codes with empty rows and never-firing concepts
+    from vlmsae.cooccurrence import add_cooccurrence
+
     rng = np.random.default_rng(13)
     n, c = 90, 12
     Z_img, Z_txt = sparse_codes(rng, n, c, 3), sparse_codes(rng, n, c, 2)
-    D = rng.normal(size=(c, 4))
-    expected = loop_bridge(Z_img, Z_txt, D)
-    monkeypatch.setattr(metrics, "MIN_ROWS_PER_THREAD", 20)  # 90 rows -> several row blocks
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
-    for codes in ((Z_img, Z_txt), (torch.tensor(Z_img).to_sparse_csr(), torch.tensor(Z_txt).to_sparse_coo())):
-        np.testing.assert_allclose(metrics.bridge_matrix(*codes, D), expected, rtol=1e-10, atol=1e-14)
+    Z_img[5], Z_txt[7], Z_img[:, 4] = 0, 0, 0
+    expected = Z_img.T @ Z_txt
+    for dtype in (torch.float32, torch.float64):
+        csr = [torch.tensor(Z, dtype=dtype).to_sparse_csr() for Z in (Z_img, Z_txt)]
+        triples = [(z.crow_indices().numpy(), z.col_indices().numpy(), z.values().numpy()) for z in csr]
+        out = np.zeros((c, c))
+        add_cooccurrence(out, *triples)
+        add_cooccurrence(out, *triples)
+        np.testing.assert_allclose(out, 2 * expected, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+        np.testing.assert_allclose(metrics._torch_cross_product(*csr).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="rows"):
+        add_cooccurrence(np.zeros((c, c)), triples[0], (triples[1][0][:-1], *triples[1][1:]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -29,8 +28,6 @@ from scipy.optimize import linear_sum_assignment
 DEFAULT_BATCH_ROWS = 65_536
 # Elements (rows x concepts) sorted at once by `modality_classifier_accuracy`.
 SORT_BLOCK_ELEMENTS = 1 << 24
-# Below this many rows per thread the bridge product runs in one thread.
-MIN_ROWS_PER_THREAD = 4096
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -399,9 +396,10 @@ def bridge_matrix(Z_img, Z_txt=None, D=None, *, batch_rows: int = DEFAULT_BATCH_
     concept j fire together on pairs and point the same way. D is used as given (SAE concepts
     have unit rows, so D D^T holds cosines).
 
-    Codes are sparse (k of c non-zero), so Z_img^T Z_txt is computed as a sparse-by-sparse
-    product of CSR batches, n*k^2 multiply-adds instead of the dense n*c^2: n=600k, c=8192,
-    k=32 needs the (c, c) result and one batch in memory. Inputs: two (n, c) arrays or torch
+    Codes are sparse (k of c non-zero), so Z_img^T Z_txt is accumulated from CSR batches with
+    n*k^2 multiply-adds instead of the dense n*c^2 (on CPU by the compiled kernel of
+    ``vlmsae.cooccurrence``): n=600k, c=8192, k=32 needs the (c, c) result and one batch in
+    memory. Inputs: two (n, c) arrays or torch
     sparse tensors, or one iterable of (Z_img_batch, Z_txt_batch) pairs with Z_txt=None.
     `device`: where to compute (defaults to the codes' device).
     """
@@ -420,64 +418,44 @@ def bridge_matrix(Z_img, Z_txt=None, D=None, *, batch_rows: int = DEFAULT_BATCH_
             total = torch.zeros(z_img.shape[1], z_img.shape[1], dtype=torch.float64, device=z_img.device)
         elif z_img.shape[1] != total.shape[0]:
             raise ValueError(f"batches have {z_img.shape[1]} concepts, earlier ones {total.shape[0]}")
-        total += _sparse_cross_product(z_img, z_txt)
+        _add_cross_product(total, z_img, z_txt)
         rows += z_img.shape[0]
     if total is None or rows == 0:
         raise ValueError("bridge_matrix got no pairs: Z_img and Z_txt are empty")
     D = as_matrix(D, "D", device=total.device)
     if D.shape[0] != total.shape[0]:
         raise ValueError(f"D has {D.shape[0]} rows but the codes have {total.shape[0]} concepts: wrong dictionary")
-    return _to_numpy(total / rows * (D @ D.T).double())  # D D^T in D's own precision
+    return _to_numpy(total.div_(rows).mul_((D @ D.T).double()))  # D D^T in D's own precision
 
 
-def _sparse_cross_product(z_img: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
-    """Z_img^T Z_txt (c, c) in float64 from sparse forms of both batches (dense or sparse inputs).
+def _add_cross_product(total: torch.Tensor, z_img: torch.Tensor, z_txt: torch.Tensor) -> None:
+    """total (c, c) float64 += Z_img^T Z_txt, from the CSR forms of both batches.
 
-    On CPU the rows are split into one block per intra-op thread, each block's product runs in
-    its own Python thread (torch's sparse kernels are single-threaded and release the GIL), and
-    the blocks' (c, c) results are summed.
+    CPU: the compiled Gustavson kernel of ``vlmsae.cooccurrence`` accumulates straight into
+    total. Other devices: torch's sparse-by-sparse product, densified.
     """
-    dtype = torch.promote_types(z_img.dtype, z_txt.dtype)
-    with warnings.catch_warnings():  # torch flags CSR/CSC as beta; this product is tested
+    with warnings.catch_warnings():  # torch flags CSR/CSC as beta; both paths are tested
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        z_img, z_txt = _csr_or_dense(z_img.to(dtype)), _csr_or_dense(z_txt.to(dtype))
-        threads = torch.get_num_threads() if z_img.device.type == "cpu" else 1
-        rows = z_img.shape[0]
-        if threads < 2 or rows < 2 * MIN_ROWS_PER_THREAD:
-            return _block_cross_product(z_img, z_txt)
-        bounds = torch.linspace(0, rows, min(threads, rows // MIN_ROWS_PER_THREAD) + 1).long().tolist()
-        blocks = [(_row_block(z_img, lo, hi), _row_block(z_txt, lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        with ThreadPoolExecutor(len(blocks)) as pool:
-            return sum(pool.map(lambda pair: _block_cross_product(*pair), blocks))
+        dtype = torch.promote_types(z_img.dtype, z_txt.dtype)
+        z_img, z_txt = z_img.to(dtype).to_sparse_csr(), z_txt.to(dtype).to_sparse_csr()
+        if total.device.type == "cpu":
+            from vlmsae.cooccurrence import add_cooccurrence
+
+            csr = lambda z: (z.crow_indices().numpy(), z.col_indices().numpy(), z.values().numpy())
+            add_cooccurrence(total.numpy(), csr(z_img), csr(z_txt))
+            return
+        total += _torch_cross_product(z_img, z_txt)
 
 
-def _block_cross_product(z_img: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        # Z^T in CSR is Z in CSC with the roles of the index arrays swapped: no transposing copy.
-        by_column = z_img.to_sparse_csc()
-        image_by_concept = torch.sparse_csr_tensor(
-            by_column.ccol_indices(), by_column.row_indices(), by_column.values(), (z_img.shape[1], z_img.shape[0]),
-            check_invariants=False,
-        )
-        text_by_row = z_txt if z_txt.layout == torch.sparse_csr else z_txt.to_sparse_csr()
-        return torch.sparse.mm(image_by_concept, text_by_row).to_dense().double()
-
-
-def _csr_or_dense(z: torch.Tensor) -> torch.Tensor:
-    return z.to_sparse_csr() if z.layout not in (torch.strided, torch.sparse_csr) else z
-
-
-def _row_block(z: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """Rows lo..hi-1 of a dense or CSR matrix (torch cannot slice CSR rows itself)."""
-    if z.layout == torch.strided:
-        return z[lo:hi]
-    crow = z.crow_indices()
-    start, stop = int(crow[lo]), int(crow[hi])
-    return torch.sparse_csr_tensor(
-        crow[lo : hi + 1] - start, z.col_indices()[start:stop], z.values()[start:stop], (hi - lo, z.shape[1]),
+def _torch_cross_product(z_img: torch.Tensor, z_txt: torch.Tensor) -> torch.Tensor:
+    """Z_img^T Z_txt, dense, from two CSR matrices with torch's sparse-by-sparse product."""
+    # Z^T in CSR is Z in CSC with the roles of the index arrays swapped: no transposing copy.
+    by_column = z_img.to_sparse_csc()
+    image_by_concept = torch.sparse_csr_tensor(
+        by_column.ccol_indices(), by_column.row_indices(), by_column.values(), (z_img.shape[1], z_img.shape[0]),
         check_invariants=False,
     )
+    return torch.sparse.mm(image_by_concept, z_txt).to_dense()
 
 
 def top_bridges(B, n: int, *, include_diagonal: bool = False) -> list[tuple[int, int, float]]:
