@@ -1,13 +1,14 @@
 """Does toyclip show the paper's phenomenon? Retrieval, modality separability, and a BatchTopK
 SAE's unimodal concepts and bridges on toyclip embeddings of held-out shapes pairs.
 
-    python benchmarks/toyclip_quality.py [--weights FOLDER] [--n-sae 20000] [--sae-steps 3000]
+    python benchmarks/toyclip_quality.py [--weights FOLDER] [--n-sae 20000] [--sae-steps 3000] [--sae-seeds 3]
 
 Prints one JSON object:
 * retrieval: image->text top-1 / top-5 over 1,000 held-out pairs (chance 0.001 / 0.005);
 * separability: held-out accuracy of a logistic regression image-vs-text on L2-normalised
   embeddings, and of the best threshold on the mean-difference direction;
-* sae: BatchTopK (c=256, k=8) trained on the L2-normalised image and caption embeddings;
+* sae: BatchTopK (c=256, k=8) trained on the L2-normalised image and caption embeddings, once
+  per seed (shares averaged over seeds, each seed's listed; the rest from the first seed);
   unimodal share of live concepts (modality score <= 0.1 or >= 0.9; also 0.05 / 0.95), the
   energy-weighted share, the top bridges labelled by the shape/colour each concept is most
   enriched for, and the positive bridge mass of real pairs against shuffled pairs (reference).
@@ -50,15 +51,43 @@ def concept_labels(Z: np.ndarray, has: np.ndarray) -> list[str]:
     return [ATTRIBUTE_NAMES[a] for a in lift.argmax(1)]
 
 
+def sae_report(img, txt, X, has_img, has_txt, seed: int, steps: int) -> dict:
+    """Train one BatchTopK SAE (c=256, k=8) on X and measure its modality scores and bridges."""
+    torch.manual_seed(seed)
+    sae = BatchTopKSAE(img.shape[1], 256, 8)
+    train_sae(sae, X, steps=steps, batch_size=1024, lr=1e-3, seed=seed, progress=False)
+    sae.eval()
+    with torch.no_grad():
+        z_img = sae.encode(img)[1].numpy()
+        z_txt = sae.encode(txt)[1].numpy()
+    score = metrics.modality_score(z_img, z_txt)
+    energy = metrics.energy(np.concatenate([z_img, z_txt]))
+    live = np.isfinite(score) & (energy > 0)
+    unimodal = lambda eps: round(float(((score[live] <= eps) | (score[live] >= 1 - eps)).mean()), 3)
+    weights = energy[live] / energy[live].sum()
+    weighted = float((weights * ((score[live] <= 0.1) | (score[live] >= 0.9))).sum())
+
+    D = sae.dictionary.detach()
+    B = metrics.bridge_matrix(z_img, z_txt, D)
+    shuffled = metrics.bridge_matrix(z_img, z_txt[np.random.default_rng(1).permutation(len(z_txt))], D)
+    label_img, label_txt = concept_labels(z_img, has_img), concept_labels(z_txt, has_txt)
+    bridges = [(label_img[i], label_txt[j], round(b, 5)) for i, j, b in metrics.top_bridges(B, 10)]
+    return {"live": int(live.sum()), "unimodal_0.1": unimodal(0.1), "unimodal_0.05": unimodal(0.05),
+            "unimodal_energy_weighted_0.1": round(weighted, 3),
+            "histogram": np.histogram(score[live], bins=10, range=(0, 1))[0].tolist(),
+            "top_bridges": bridges, "top10_bridges_same_attribute": float(np.mean([a == b for a, b, _ in bridges])),
+            "real_over_shuffled": round(float(B.clip(0).sum() / shuffled.clip(0).sum()), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", default=None, help="toyclip folder (default: the shipped weights)")
     parser.add_argument("--n-sae", type=int, default=20_000, help="pairs whose embeddings train the SAE")
     parser.add_argument("--sae-steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sae-seeds", type=int, default=3, help="SAEs trained (seeds seed, seed+1, ...); shares are averaged")
     args = parser.parse_args()
     model = load_toyclip(folder=args.weights)
-    torch.manual_seed(args.seed)
 
     held_out = shapes.render_shapes(1000, seed=0, split="test")
     retrieval = retrieval_accuracy(model.encode_image_array(held_out.images),
@@ -81,36 +110,22 @@ def main() -> None:
     mean_diff = float(((proj > threshold) == (y[test] == 1)).mean())
     gap = float(np.linalg.norm(img.mean(0).numpy() - txt.mean(0).numpy()))
 
-    sae = BatchTopKSAE(model.dim, 256, 8)
-    train_sae(sae, X, steps=args.sae_steps, batch_size=1024, lr=1e-3, seed=args.seed, progress=False)
-    sae.eval()
-    with torch.no_grad():
-        z_img = sae.encode(img)[1].numpy()
-        z_txt = sae.encode(txt)[1].numpy()
-    score = metrics.modality_score(z_img, z_txt)
-    energy = metrics.energy(np.concatenate([z_img, z_txt]))
-    live = np.isfinite(score) & (energy > 0)
-    unimodal = lambda eps: float(((score[live] <= eps) | (score[live] >= 1 - eps)).mean())
-    weights = energy[live] / energy[live].sum()
-    weighted = float((weights * ((score[live] <= 0.1) | (score[live] >= 0.9))).sum())
-
-    D = sae.dictionary.detach()
-    B = metrics.bridge_matrix(z_img, z_txt, D)
-    shuffled = metrics.bridge_matrix(z_img, z_txt[np.random.default_rng(1).permutation(len(z_txt))], D)
     has_img, has_txt = attribute_indicators(world.attributes)
-    label_img, label_txt = concept_labels(z_img, has_img), concept_labels(z_txt, has_txt)
-    bridges = [(label_img[i], label_txt[j], round(b, 5)) for i, j, b in metrics.top_bridges(B, 10)]
-    matching = float(np.mean([a == b for a, b, _ in bridges]))
-
+    runs = [sae_report(img, txt, X, has_img, has_txt, seed, args.sae_steps)
+            for seed in range(args.seed, args.seed + args.sae_seeds)]
+    # SAE training is one draw: the unimodal shares move by a few points from seed to seed
+    per_seed = {key: [run[key] for run in runs] for key in ("live", "unimodal_0.1", "unimodal_0.05",
+                                                           "unimodal_energy_weighted_0.1")}
+    sae = {key: round(float(np.mean(values)), 3) for key, values in per_seed.items()}
+    sae.update({f"{key}_per_seed": values for key, values in per_seed.items()},
+               modality_score_histogram=runs[0]["histogram"], top_bridges=runs[0]["top_bridges"],
+               top10_bridges_same_attribute=runs[0]["top10_bridges_same_attribute"],
+               positive_bridge_mass_real_over_shuffled=runs[0]["real_over_shuffled"])
     print(json.dumps({
         "retrieval_1000": {k: round(v, 3) for k, v in retrieval.items()},
         "separability": {"logistic": round(float(logistic), 4), "mean_difference": round(mean_diff, 4),
                          "gap_norm": round(gap, 3)},
-        "sae": {"live": int(live.sum()), "unimodal_0.1": round(unimodal(0.1), 3),
-                "unimodal_0.05": round(unimodal(0.05), 3), "unimodal_energy_weighted_0.1": round(weighted, 3),
-                "modality_score_histogram": np.histogram(score[live], bins=10, range=(0, 1))[0].tolist(),
-                "top_bridges": bridges, "top10_bridges_same_attribute": matching,
-                "positive_bridge_mass_real_over_shuffled": round(float(B.clip(0).sum() / shuffled.clip(0).sum()), 2)},
+        "sae": sae,
     }))
 
 

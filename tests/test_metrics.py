@@ -322,9 +322,23 @@ def test_both_cross_products_equal_a_numpy_product():
         csr = [torch.tensor(Z, dtype=dtype).to_sparse_csr() for Z in (Z_img, Z_txt)]
         triples = [(z.crow_indices().numpy(), z.col_indices().numpy(), z.values().numpy()) for z in csr]
         out = np.zeros((c, c))
-        add_cooccurrence(out, *triples)
-        add_cooccurrence(out, *triples)
+        add_cooccurrence(out, *triples, threads=1)
+        add_cooccurrence(out, *triples, threads=3)  # three blocks of concepts, one per thread
         np.testing.assert_allclose(out, 2 * expected, rtol=1e-6 if dtype == torch.float32 else 1e-12)
         np.testing.assert_allclose(metrics._torch_cross_product(*csr).numpy(), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="rows"):
         add_cooccurrence(np.zeros((c, c)), triples[0], (triples[1][0][:-1], *triples[1][1:]))
+
+
+def test_bridge_leaves_torch_thread_count_alone():
+    # numba's parallel (OpenMP) layer shares libgomp with torch and reset its thread count, which
+    # made later torch work oversubscribe the cores: the kernel runs in plain Python threads
+    rng = np.random.default_rng(14)
+    Z = sparse_codes(rng, 50, 8, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics.bridge_matrix(Z, Z, np.eye(8))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
