@@ -4,7 +4,8 @@ SAE's unimodal concepts and bridges on toyclip embeddings of held-out shapes pai
     python benchmarks/toyclip_quality.py [--weights FOLDER] [--n-sae 20000] [--sae-steps 3000] [--sae-seeds 3]
 
 Prints one JSON object:
-* retrieval: image->text top-1 / top-5 over 1,000 held-out pairs (chance 0.001 / 0.005);
+* retrieval: image->text top-1 / top-5 over 1,000 held-out pairs (chance 0.001 / 0.005), and
+  the same for a ranking built from the ground-truth attributes (what caption ambiguity allows);
 * separability: held-out accuracy of a logistic regression image-vs-text on L2-normalised
   embeddings, and of the best threshold on the mean-difference direction;
 * sae: BatchTopK (c=256, k=8) trained on the L2-normalised image and caption embeddings, once
@@ -79,6 +80,40 @@ def sae_report(img, txt, X, has_img, has_txt, seed: int, steps: int) -> dict:
             "real_over_shuffled": round(float(B.clip(0).sum() / shuffled.clip(0).sum()), 2)}
 
 
+def oracle_retrieval(attrs: dict) -> dict[str, float]:
+    """Image->text top-1 / top-5 of a ranking built from the ground truth: captions that fit the
+    image (every object they name, with every attribute they state, is in it) come first, the
+    more specific ones (fitting fewer of the images) first among those, ties in random order
+    (expected value). A reference for what the ambiguity of the captions allows."""
+    n = attrs["n_objects"].shape[0]
+    keys = ("shape", "colour", "size", "position")
+    said = (None, "said_colour", "said_size", "said_position")
+
+    def described(j):
+        return [tuple(attrs[k][j, s] if flag is None or attrs[flag][j, 0, s] else -2 for k, flag in zip(keys, said))
+                for s in range(shapes.MAX_OBJECTS) if attrs["mentioned"][j, 0, s]]
+
+    def fits(obj, description):
+        return all(want == -2 or want == have for have, want in zip(obj, description))
+
+    objects = [[tuple(attrs[k][i, s] for k in keys) for s in range(attrs["n_objects"][i])] for i in range(n)]
+    captions = [described(j) for j in range(n)]
+    fit = np.zeros((n, n), bool)
+    for i, objs in enumerate(objects):
+        for j, desc in enumerate(captions):
+            if len(desc) == 1:
+                fit[i, j] = any(fits(o, desc[0]) for o in objs)
+            elif len(objs) == 2:
+                fit[i, j] = (fits(objs[0], desc[0]) and fits(objs[1], desc[1])) or \
+                            (fits(objs[0], desc[1]) and fits(objs[1], desc[0]))
+    score = np.where(fit, -np.log(fit.mean(0))[None, :], -np.inf)
+    own = score.diagonal()[:, None]
+    better, ties = (score > own).sum(1), (score == own).sum(1) - 1
+    # own caption's rank is better + U, U uniform on 0..ties
+    top = lambda k: float(np.mean(np.clip(k - better, 0, ties + 1) / (ties + 1)))
+    return {"top1": round(top(1), 3), "top5": round(top(5), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", default=None, help="toyclip folder (default: the shipped weights)")
@@ -92,6 +127,7 @@ def main() -> None:
     held_out = shapes.render_shapes(1000, seed=0, split="test")
     retrieval = retrieval_accuracy(model.encode_image_array(held_out.images),
                                    model.encode_texts([c[0] for c in held_out.captions]))
+    oracle = oracle_retrieval(held_out.attributes)
 
     world = shapes.render_shapes(args.n_sae, seed=1, split="test")
     img = torch.nn.functional.normalize(model.encode_image_array(world.images), dim=-1)
@@ -123,6 +159,7 @@ def main() -> None:
                positive_bridge_mass_real_over_shuffled=runs[0]["real_over_shuffled"])
     print(json.dumps({
         "retrieval_1000": {k: round(v, 3) for k, v in retrieval.items()},
+        "retrieval_1000_ground_truth_ranking": oracle,
         "separability": {"logistic": round(float(logistic), 4), "mean_difference": round(mean_diff, 4),
                          "gap_norm": round(gap, 3)},
         "sae": sae,
