@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/metrics_speed.py --large          # also the sparse bridge at n=600k, c=8192 (no dense run)
     .venv/bin/python benchmarks/metrics_speed.py --device cuda
 
-Bridge: `metrics.bridge_matrix` (the compiled sparse kernel of `vlmsae.cooccurrence` on CPU) against the dense
-formula Z_img^T Z_txt / n * (D D^T) computed with dense matmuls over row chunks, on the same
-random top-k codes, in the same process; prints both times, their ratio and the largest
+Bridge: `metrics.bridge_matrix` (on CPU the compiled sparse kernel of `vlmsae.cooccurrence`)
+against the dense formula Z_img^T Z_txt / n * (D D^T) computed with dense matmuls over row
+chunks, on the same random top-k codes, in the same process; prints both times, their ratio and the largest
 difference. Stability: seconds of `metrics.stability` (cosines + Hungarian matching) on two
 runs' worth of dictionaries, the second a noisy permutation of the first plus fresh rows.
 """

@@ -399,8 +399,8 @@ def bridge_matrix(Z_img, Z_txt=None, D=None, *, batch_rows: int = DEFAULT_BATCH_
     Codes are sparse (k of c non-zero), so Z_img^T Z_txt is accumulated from CSR batches with
     n*k^2 multiply-adds instead of the dense n*c^2 (on CPU by the compiled kernel of
     ``vlmsae.cooccurrence``): n=600k, c=8192, k=32 needs the (c, c) result and one batch in
-    memory. Inputs: two (n, c) arrays or torch
-    sparse tensors, or one iterable of (Z_img_batch, Z_txt_batch) pairs with Z_txt=None.
+    memory. Inputs: two (n, c) arrays or torch sparse tensors, or one iterable of
+    (Z_img_batch, Z_txt_batch) pairs with Z_txt=None.
     `device`: where to compute (defaults to the codes' device).
     """
     if D is None:

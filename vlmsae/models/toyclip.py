@@ -18,18 +18,18 @@ modality only) disappears; with them it appears, as in real CLIP-like models.
 Measured with the shipped weights (``vlmsae/models/toyclip_weights``: seed 0, d=128, 100k pairs,
 6,000 steps; ``benchmarks/toyclip_quality.py``): image->text top-1 0.466 and top-5 0.781 on 1,000
 held-out pairs (chance 0.001 / 0.005; ranking captions by the ground truth, those that fit the
-image first and the more specific first, reaches 0.69 / 0.96: many captions fit several images); images and captions perfectly
-linearly separable (held-out logistic regression accuracy 1.0, distance between the modality
-means 0.89 on unit vectors); BatchTopK SAEs (c=256, k=8) on the embeddings have 86% of their live
-concepts unimodal (modality score <= 0.1 or >= 0.9; mean of 3 seeds, 84-88%; 81% energy-weighted),
-a bimodal modality-score histogram, and top bridges that mostly pair image and text concepts of
-one attribute (7 of the top 10: circle-circle, yellow-yellow, pink-pink, ...). The concepts that
-fire for both modalities are mostly position concepts (a "left column" concept fires for images
-with an object on the left and for captions saying "left"): position is encoded alike by both
-towers. Earlier settings, same measures: d=64, 50k pairs, 2,500 steps gave 0.377 / 0.688 and 70%
-unimodal; dropping positions from more captions lowers retrieval without making concepts more
-unimodal (d=128, 4,000 steps, positions dropped from 80% of captions: 0.31 / 0.62, 73%). Training takes about 8 minutes on one CPU core
-(13 steps/s).
+image first and the more specific first, reaches 0.69 / 0.96: many captions fit several images);
+images and captions perfectly linearly separable (held-out logistic regression accuracy 1.0,
+distance between the modality means 0.89 on unit vectors); BatchTopK SAEs (c=256, k=8) on the
+embeddings have 86% of their live concepts unimodal (modality score <= 0.1 or >= 0.9; mean of 3
+seeds, 84-88%; 81% energy-weighted), a bimodal modality-score histogram, and top bridges that
+mostly pair image and text concepts of one attribute (7 of the top 10: circle-circle, yellow-
+yellow, pink-pink, ...). The concepts that fire for both modalities are mostly position concepts
+(a "left column" concept fires for images with an object on the left and for captions saying
+"left"): both towers encode position alike. Earlier settings, same measures: d=64, 50k pairs,
+2,500 steps gave 0.377 / 0.688 and 72% unimodal; dropping positions from more captions lowers
+retrieval without making concepts more unimodal (d=128, 4,000 steps, positions dropped from 80% of
+captions: 0.31 / 0.62, 73%). Training takes about 8 minutes on one CPU core (13 steps/s).
 
 Training is deterministic for a seed on CPU: the initialisation comes from
 ``torch.manual_seed(seed)`` (in a forked RNG, so the caller's state is untouched), the data order
