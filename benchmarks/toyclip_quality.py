@@ -1,7 +1,7 @@
 """Does toyclip show the paper's phenomenon? Retrieval, modality separability, and a BatchTopK
 SAE's unimodal concepts and bridges on toyclip embeddings of held-out shapes pairs.
 
-    python benchmarks/toyclip_quality.py [--weights FOLDER] [--n-sae 20000] [--sae-steps 3000] [--sae-seeds 3]
+    python benchmarks/toyclip_quality.py [--weights FOLDER] [--n-sae 20000] [--sae-steps 20000] [--sae-seeds 3]
 
 Prints one JSON object:
 * retrieval: image->text top-1 / top-5 over 1,000 held-out pairs (chance 0.001 / 0.005), and
@@ -13,6 +13,13 @@ Prints one JSON object:
   unimodal share of live concepts (modality score <= 0.1 or >= 0.9; also 0.05 / 0.95), the
   energy-weighted share, the top bridges labelled by the shape/colour each concept is most
   enriched for, and the positive bridge mass of real pairs against shuffled pairs (reference).
+
+SAE steps: 20,000 batches of 1,024 (about 8 minutes per SAE on one core). The paper's likely
+budget is about 12k such batches (20 epochs of 600k embeddings); here the data set is smaller and
+the SAE is still changing at 12k: on the shipped weights (mean of 3 seeds), 3,000 / 10,000 /
+20,000 steps gave 90% / 94% / 96% of live concepts unimodal, with 82 / 93 / 174 live concepts.
+The share rises mostly because AuxK revives more concepts, and those fire for one modality; the
+6-7 concepts that fire for both modalities stay.
 """
 
 import argparse
@@ -118,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--weights", default=None, help="toyclip folder (default: the shipped weights)")
     parser.add_argument("--n-sae", type=int, default=20_000, help="pairs whose embeddings train the SAE")
-    parser.add_argument("--sae-steps", type=int, default=3000)
+    parser.add_argument("--sae-steps", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sae-seeds", type=int, default=3, help="SAEs trained (seeds seed, seed+1, ...); shares are averaged")
     args = parser.parse_args()
