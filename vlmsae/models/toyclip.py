@@ -37,8 +37,7 @@ kept one concept per grid cell that fired for both modalities (3,000 SAE steps: 
 training steps raise the unimodal share and lower retrieval (mean pooling, 2,500 / 4,000 / 6,000
 steps: 0.338 / 0.423 / 0.476 top-1, 88% / 91% / 90% unimodal); with the flattening tower,
 temperatures 0.005 and 0.02, wider object jitter and dropping positions from more captions did
-not help. Training takes
-about 8 minutes on one CPU core (13 steps/s).
+not help. Training takes about 8 minutes on one CPU core (13 steps/s).
 
 Training is deterministic for a seed on CPU: the initialisation comes from
 ``torch.manual_seed(seed)`` (in a forked RNG, so the caller's state is untouched), the data order
