@@ -30,6 +30,7 @@ import torch
 
 from vlmsae import metrics
 from vlmsae.data import shapes
+from vlmsae.experiments.ablation import unimodal_statistics
 from vlmsae.models.toyclip import load_toyclip, retrieval_accuracy
 from vlmsae.sae import BatchTopKSAE
 from vlmsae.train import train_sae
@@ -70,18 +71,17 @@ def sae_report(img, txt, X, has_img, has_txt, seed: int, steps: int) -> dict:
         z_txt = sae.encode(txt)[1].numpy()
     score = metrics.modality_score(z_img, z_txt)
     energy = metrics.energy(np.concatenate([z_img, z_txt]))
-    live = np.isfinite(score) & (energy > 0)
-    unimodal = lambda eps: round(float(((score[live] <= eps) | (score[live] >= 1 - eps)).mean()), 3)
-    weights = energy[live] / energy[live].sum()
-    weighted = float((weights * ((score[live] <= 0.1) | (score[live] >= 0.9))).sum())
+    live = np.isfinite(score)  # a concept that fires in either modality
+    share, share_05 = (unimodal_statistics(score, energy, margin=m) for m in (0.1, 0.05))
 
     D = sae.dictionary.detach()
     B = metrics.bridge_matrix(z_img, z_txt, D)
     shuffled = metrics.bridge_matrix(z_img, z_txt[np.random.default_rng(1).permutation(len(z_txt))], D)
     label_img, label_txt = concept_labels(z_img, has_img), concept_labels(z_txt, has_txt)
     bridges = [(label_img[i], label_txt[j], round(b, 5)) for i, j, b in metrics.top_bridges(B, 10)]
-    return {"live": int(live.sum()), "unimodal_0.1": unimodal(0.1), "unimodal_0.05": unimodal(0.05),
-            "unimodal_energy_weighted_0.1": round(weighted, 3),
+    return {"live": int(live.sum()), "unimodal_0.1": round(share["unimodal_fraction"], 3),
+            "unimodal_0.05": round(share_05["unimodal_fraction"], 3),
+            "unimodal_energy_weighted_0.1": round(share["unimodal_energy"], 3),
             "histogram": np.histogram(score[live], bins=10, range=(0, 1))[0].tolist(),
             "top_bridges": bridges, "top10_bridges_same_attribute": float(np.mean([a == b for a, b, _ in bridges])),
             "real_over_shuffled": round(float(B.clip(0).sum() / shuffled.clip(0).sum()), 2)}

@@ -293,8 +293,9 @@ def _batch_indices(step: int, n: int, cfg: ToyCLIPConfig) -> torch.Tensor:
     return perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
 
 
-def train_toyclip(n_pairs: int = 100_000, steps: int = 6_000, seed: int = 0, batch_size: int = 128,
-                  lr: float = 2e-3, device="cpu", checkpoint: str | Path | None = None,
+def train_toyclip(n_pairs: int = ToyCLIPConfig.n_pairs, steps: int = ToyCLIPConfig.steps,
+                  seed: int = ToyCLIPConfig.seed, batch_size: int = ToyCLIPConfig.batch_size,
+                  lr: float = ToyCLIPConfig.lr, device="cpu", checkpoint: str | Path | None = None,
                   checkpoint_every: int = 250, progress: bool = True, threads: int | None = 1,
                   **arch) -> tuple[ToyCLIP, dict]:
     """Train toyclip on ``n_pairs`` shapes pairs (split "train" of `seed`) for exactly `steps`.
@@ -453,9 +454,9 @@ def evaluate(model: ToyCLIP, n: int = 1000, seed: int = 0) -> dict[str, float]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Train toyclip on the shapes world and save it.")
     parser.add_argument("--out", default=str(WEIGHTS_DIR), help="folder for the weights (default: the package's)")
-    parser.add_argument("--n-pairs", type=int, default=100_000)
-    parser.add_argument("--steps", type=int, default=6_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-pairs", type=int, default=ToyCLIPConfig.n_pairs)
+    parser.add_argument("--steps", type=int, default=ToyCLIPConfig.steps)
+    parser.add_argument("--seed", type=int, default=ToyCLIPConfig.seed)
     parser.add_argument("--quick", action="store_true", help="reduced setting: 10k pairs, 600 steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint", default=None, help="file to resume from / checkpoint to")
